@@ -1,0 +1,88 @@
+"""Loading official AST checkpoints strictly, with errors that say what is wrong."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import zipfile
+from collections.abc import Mapping
+
+import torch
+import torch.nn as nn
+
+from .configs import ARCHITECTURES
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file that cannot be read or does not fit the model."""
+
+
+def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """Read a checkpoint file into a flat state dict, accepting the official layouts:
+    ``{"state_dict": ...}`` (as the official training saves it, optionally with ``module.``
+    prefixes from DataParallel), ``{"model": ...}`` / ``{"params": ...}``, or a bare state dict."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise CheckpointError(f"checkpoint {path!r} does not exist")
+    if os.path.getsize(path) == 0:
+        raise CheckpointError(f"checkpoint {path!r} is empty (0 bytes): download it again")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise CheckpointError(
+            f"checkpoint {path!r} needs code to load (it pickles objects other than tensors), so it is "
+            f"refused for safety. Re-save it as a plain state dict: torch.save(model.state_dict(), path). "
+            f"Detail: {str(e).splitlines()[0]}") from e
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as e:
+        raise CheckpointError(
+            f"checkpoint {path!r} is not a readable PyTorch file (truncated or not a checkpoint): "
+            f"{str(e).splitlines()[0]}") from e
+    if isinstance(obj, Mapping):
+        for key in ("state_dict", "model", "params", "params_ema"):
+            if key in obj and isinstance(obj[key], Mapping):
+                obj = obj[key]
+                break
+    if not isinstance(obj, Mapping) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise CheckpointError(f"checkpoint {path!r} holds no state dict of tensors "
+                              f"(found {type(obj).__name__}{' with keys ' + str(list(obj)[:5]) if isinstance(obj, Mapping) else ''})")
+    return {k.removeprefix("module."): v for k, v in obj.items()}
+
+
+def guess_architecture(state_dict: Mapping[str, torch.Tensor]) -> str | None:
+    """Name of the released architecture whose keys and shapes the state dict has, if any."""
+    from .ast import AST
+
+    shapes = {k: tuple(v.shape) for k, v in state_dict.items()}
+    for name, config in ARCHITECTURES.items():
+        with torch.device("meta"):
+            reference = AST(**config).state_dict()
+        if shapes == {k: tuple(v.shape) for k, v in reference.items()}:
+            return name
+    return None
+
+
+def describe_mismatch(model: nn.Module, state_dict: Mapping[str, torch.Tensor], limit: int = 8) -> str:
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in state_dict]
+    unexpected = [k for k in state_dict if k not in expected]
+    wrong_shape = [f"{k}: checkpoint {tuple(state_dict[k].shape)} vs model {tuple(expected[k].shape)}"
+                   for k in expected if k in state_dict and state_dict[k].shape != expected[k].shape]
+    lines = []
+    for title, items in (("missing", missing), ("unexpected", unexpected), ("shape mismatch", wrong_shape)):
+        if items:
+            more = f" (and {len(items) - limit} more)" if len(items) > limit else ""
+            lines.append(f"  {len(items)} {title}: " + ", ".join(items[:limit]) + more)
+    return "\n".join(lines)
+
+
+def load_checkpoint(model: nn.Module, path: str | os.PathLike) -> nn.Module:
+    """Load an official-layout checkpoint into ``model`` strictly; return the model."""
+    state_dict = read_state_dict(path)
+    problems = describe_mismatch(model, state_dict)
+    if problems:
+        arch = guess_architecture(state_dict)
+        hint = (f"The file looks like the released {arch} ({ARCHITECTURES[arch]}): build the model with that configuration."
+                if arch else "It matches no released architecture (AST_B, AST_T): check the configuration it was trained with.")
+        raise CheckpointError(f"checkpoint {os.fspath(path)!r} does not fit this model:\n{problems}\n{hint}")
+    model.load_state_dict(state_dict, strict=True)
+    return model

@@ -1,0 +1,32 @@
+"""AST's two special operations, each behind one function with interchangeable implementations.
+
+``reference`` is plain PyTorch (the ground truth and the ONNX decomposition). Other
+implementations (fused kernels, the ONNX custom-node emitter) register themselves in
+``ASSA_IMPLS`` / ``PARTIAL_CONV_IMPLS`` and are picked per module with ``AST.set_ops_impl``.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from .assa import assa_reference, mask_from_regions
+from .partial_conv import partial_conv_reference
+
+ASSA_IMPLS: dict[str, Callable] = {"reference": assa_reference}
+PARTIAL_CONV_IMPLS: dict[str, Callable] = {"reference": partial_conv_reference}
+
+
+def get_impl(table: dict[str, Callable], name: str) -> Callable:
+    if name not in table:
+        raise ValueError(f"unknown op implementation {name!r}; available: {sorted(table)}")
+    return table[name]
+
+
+__all__ = [
+    "ASSA_IMPLS",
+    "PARTIAL_CONV_IMPLS",
+    "assa_reference",
+    "get_impl",
+    "mask_from_regions",
+    "partial_conv_reference",
+]
