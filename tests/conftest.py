@@ -1,0 +1,69 @@
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+PARITY = Path(os.environ.get("AST_PARITY_DIR", REPO.parent / "shared" / "parity"))
+
+# A configuration small enough for CPU tests that still has every feature of AST-B: attention in the
+# bottleneck and decoder, shifted windows (depth 2), FRFN with its partial convolution.
+TINY_CONFIG = dict(img_size=128, embed_dim=8, depths=[1, 1, 1, 1, 2, 2, 2, 2, 2], win_size=8, token_mlp="frfn")
+
+
+def pytest_collection_modifyitems(config, items):
+    try:
+        import tensorrt  # noqa: F401
+        have_trt = True
+    except Exception:
+        have_trt = False
+    have_gpu = torch.cuda.is_available()
+    for item in items:
+        if "tensorrt" in item.keywords and not have_trt:
+            item.add_marker(pytest.mark.skip(reason="TensorRT is not importable on this machine"))
+        if "gpu" in item.keywords and not have_gpu:
+            item.add_marker(pytest.mark.skip(reason="no CUDA GPU on this machine"))
+
+
+def randomize_(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
+    """Give every parameter a non-trivial random value (LayerNorm gains, bias tables and the ASSA
+    branch weights included), so a wrong computation cannot hide behind the default init."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            std = 0.5 if name.endswith(".w") else 0.15
+            p.copy_(torch.randn(p.shape, generator=g) * std + (1.0 if "norm" in name and name.endswith("weight") else 0.0))
+    return model
+
+
+@pytest.fixture(scope="session")
+def parity_dir() -> Path:
+    if not PARITY.is_dir():
+        pytest.fail(f"parity fixtures not found at {PARITY} (set AST_PARITY_DIR)")
+    return PARITY
+
+
+@pytest.fixture(scope="session")
+def parity_cases(parity_dir):
+    return dict(np.load(parity_dir / "cases.npz"))
+
+
+@pytest.fixture(scope="session")
+def parity_model(parity_dir):
+    """The official implementation's randomised model, loaded from the shared checkpoint."""
+    from ast_deploy.model import AST, load_checkpoint
+
+    config = json.loads((parity_dir / "config.json").read_text())
+    config.pop("token_projection", None)
+    return load_checkpoint(AST(**config), parity_dir / "checkpoint.pth").eval()
+
+
+@pytest.fixture()
+def tiny_model():
+    from ast_deploy.model import AST
+
+    torch.manual_seed(0)
+    return randomize_(AST(**TINY_CONFIG)).eval()
