@@ -1,0 +1,54 @@
+"""ast-build: build a TensorRT engine from an exported AST ONNX model."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from ..engines.plugins import PLUGIN_MODES
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="ast-build", description="Build a strongly typed TensorRT engine from an AST ONNX model "
+        "(precision is the ONNX's). Engines are cached by ONNX hash, TensorRT version, GPU and options.")
+    p.add_argument("onnx", help="the exported model (.onnx)")
+    p.add_argument("--out", help="engine path (default: beside the ONNX, named by the cache key)")
+    p.add_argument("--shapes", metavar="MIN:OPT:MAX",
+                   help="optimization profile, e.g. 1x3x128x128:1x3x512x512:4x3x1024x1024 "
+                        "(default: the task recipe's, or the ONNX's static shape)")
+    p.add_argument("--recipe", metavar="TASK", help="task recipe to take the profile from (default: the ONNX's task)")
+    p.add_argument("--plugins", choices=PLUGIN_MODES, default="auto",
+                   help="AST TensorRT plugins: auto = use them if they register, on = require them, "
+                        "off = use the ONNX local functions (default: auto)")
+    p.add_argument("--timing-cache", metavar="PATH", help="tactic timing cache to read and update")
+    p.add_argument("--opt-level", type=int, choices=range(0, 6), metavar="N",
+                   help="builder optimization level 0-5 (TensorRT's default: 3)")
+    p.add_argument("--hardware-compat", action="store_true",
+                   help="build an engine that runs on any Ampere or newer GPU (slower)")
+    p.add_argument("--force", action="store_true", help="rebuild even if a cached engine matches")
+    return p
+
+
+def main(argv=None) -> int:
+    args = parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    from ..engines import PluginError, ProfileError, TensorRTNotInstalled, build_engine
+
+    try:
+        path = build_engine(args.onnx, args.out, shapes=args.shapes, plugins=args.plugins,
+                            timing_cache=args.timing_cache, opt_level=args.opt_level,
+                            hardware_compat=args.hardware_compat, recipe=args.recipe, force=args.force)
+    except (TensorRTNotInstalled, ProfileError, PluginError, FileNotFoundError, ValueError) as e:
+        print(f"ast-build: error: {e}", file=sys.stderr)
+        return 2
+    except Exception as e:  # the build itself failed (parser or builder errors are logged above)
+        print(f"ast-build: the engine build failed: {type(e).__name__}: {e}", file=sys.stderr)
+        return 1
+    print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

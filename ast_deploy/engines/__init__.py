@@ -1,0 +1,8 @@
+"""TensorRT engines: building (with Polygraphy), the engine cache and its sidecar records."""
+
+from .build import build_engine
+from .plugins import PluginError
+from .profile import ProfileError, ShapeProfile
+from .target import TensorRTNotInstalled
+
+__all__ = ["PluginError", "ProfileError", "ShapeProfile", "TensorRTNotInstalled", "build_engine"]

@@ -1,0 +1,126 @@
+"""Build a TensorRT engine from an AST ONNX model with Polygraphy's loaders.
+
+Strongly typed: the precision is the ONNX's (FP32, FP16 from a converted graph, INT8 from Q/DQ
+nodes); TensorRT 11 has no other mode, and 10.x gets the STRONGLY_TYPED network flag (11.x keeps the
+flag as a deprecated no-op: NvInfer.h, ``NetworkDefinitionCreationFlag::kSTRONGLY_TYPED``).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from pathlib import Path
+
+from .cache import cache_key, default_engine_path, is_cached, sidecar_content, write_engine
+from .onnx_info import OnnxInfo, inspect_onnx
+from .plugins import resolve_plugins
+from .profile import ProfileError, ShapeProfile, profile_from_recipe
+from .target import current_target, import_tensorrt
+
+log = logging.getLogger(__name__)
+
+OPT_LEVELS = range(0, 6)  # IBuilderConfig.builder_optimization_level: 0..5, TensorRT's default is 3
+
+
+def _recipe(recipe, task: str | None):
+    """A recipe object as given, or loaded by task name (``recipe`` if a string, else the ONNX's task)."""
+    if recipe is not None and not isinstance(recipe, str):
+        return recipe
+    name = recipe or task
+    if name is None:
+        return None
+    try:
+        from ..export.recipes import load_recipe
+    except ImportError:
+        if recipe is not None:
+            raise ProfileError(f"recipe {recipe!r} asked for, but ast_deploy.export.recipes is not available") from None
+        return None
+    return load_recipe(name)
+
+
+def resolve_profile(info: OnnxInfo, shapes=None, recipe=None) -> ShapeProfile:
+    """The optimization profile: ``shapes`` (a ShapeProfile or "MIN:OPT:MAX"), else the recipe's,
+    else the ONNX input's own shape when it is static; validated against the model."""
+    if shapes is not None:
+        profile = shapes if isinstance(shapes, ShapeProfile) else ShapeProfile.parse(shapes)
+    else:
+        profile = profile_from_recipe(_recipe(recipe, info.task))
+        if profile is None:
+            if not info.is_static:
+                dims = "x".join("?" if d is None else str(d) for d in info.input_dims)
+                raise ProfileError(f"{info.path.name} has a dynamic input ({info.input_name}: {dims}) and no recipe "
+                                   "gives its shapes: pass --shapes MIN:OPT:MAX, e.g. "
+                                   "1x3x128x128:1x3x512x512:4x3x1024x1024")
+            profile = ShapeProfile.static(info.input_dims)
+    return profile.validate(info.size_multiple, info.input_dims)
+
+
+def build_options(profile: ShapeProfile, input_name: str, plugins_used: bool, opt_level: int | None,
+                  hardware_compat: bool) -> dict:
+    """The options that change the engine (they go into the cache key and the sidecar)."""
+    return {"input": input_name, "profile": profile.to_dict(), "plugins": plugins_used,
+            "opt_level": opt_level, "hardware_compat": hardware_compat,
+            # Polygraphy's CreateConfig clears TF32 unless asked: FP32 layers stay FP32 (parity >= 60 dB).
+            "strongly_typed": True, "tf32": False}
+
+
+def hardware_compat_level(trt, enabled: bool):
+    # AMPERE_PLUS: the engine runs on any Ampere or newer GPU (pyCore.cpp, enum HardwareCompatibilityLevel).
+    return trt.HardwareCompatibilityLevel.AMPERE_PLUS if enabled else None
+
+
+def make_loader_chain(poly_trt, onnx_path, input_name: str, profile: ShapeProfile, *, opt_level=None,
+                      hardware_compatibility_level=None, timing_cache=None):
+    """Polygraphy loaders that build the serialized engine when called; constructing them imports
+    no TensorRT. ``poly_trt`` is the ``polygraphy.backend.trt`` module (or a stand-in in tests)."""
+    network = poly_trt.NetworkFromOnnxPath(os.fspath(onnx_path), strongly_typed=True)
+    config = poly_trt.CreateConfig(
+        profiles=[poly_trt.Profile().add(input_name, min=profile.min, opt=profile.opt, max=profile.max)],
+        load_timing_cache=None if timing_cache is None else os.fspath(timing_cache),
+        builder_optimization_level=opt_level,
+        hardware_compatibility_level=hardware_compatibility_level,
+    )
+    # EngineBytesFromNetwork, not EngineFromNetwork: the bytes are all we keep, written atomically by us.
+    return poly_trt.EngineBytesFromNetwork(
+        network, config=config, save_timing_cache=None if timing_cache is None else os.fspath(timing_cache))
+
+
+def build_engine(onnx_path, out=None, *, shapes=None, plugins: str = "auto", timing_cache=None,
+                 opt_level: int | None = None, hardware_compat: bool = False, recipe=None,
+                 force: bool = False, device: int = 0) -> Path:
+    """Build (or reuse from the cache) a TensorRT engine for ``onnx_path``; return its path.
+
+    ``out`` defaults to ``<onnx dir>/<onnx stem>.<cache key>.plan``; an existing ``out`` whose sidecar
+    has the same cache key is reused unless ``force``. Raises ProfileError / ValueError on bad options,
+    TensorRTNotInstalled where TensorRT cannot be imported, PluginError for ``plugins="on"`` without
+    plugins.
+    """
+    info = inspect_onnx(onnx_path)
+    profile = resolve_profile(info, shapes, recipe)
+    if opt_level is not None and opt_level not in OPT_LEVELS:
+        raise ValueError(f"--opt-level must be between {OPT_LEVELS.start} and {OPT_LEVELS.stop - 1}, got {opt_level}")
+    trt = import_tensorrt()
+    plugin_record = resolve_plugins(plugins, info.plugin_ops)
+    target = current_target(trt, device)
+    options = build_options(profile, info.input_name, plugin_record["used"], opt_level, hardware_compat)
+    key = cache_key(info.sha256, target, options)
+    out = Path(out) if out is not None else default_engine_path(onnx_path, key)
+    if not force and is_cached(out, key):
+        log.info("reusing %s (built from the same ONNX, TensorRT, GPU and options)", out)
+        return out
+
+    from polygraphy.backend import trt as poly_trt
+
+    chain = make_loader_chain(poly_trt, info.path, info.input_name, profile, opt_level=opt_level,
+                              hardware_compatibility_level=hardware_compat_level(trt, hardware_compat),
+                              timing_cache=timing_cache)
+    log.info("building %s for %s, shapes %s, %s", out.name, target.describe(), profile, plugin_record["detail"])
+    start = time.perf_counter()
+    engine_bytes = chain()
+    seconds = time.perf_counter() - start
+    write_engine(out, engine_bytes, sidecar_content(key=key, engine_path=out, onnx=info, target=target,
+                                                    profile=profile, options=options, plugins=plugin_record,
+                                                    build_seconds=seconds))
+    log.info("wrote %s in %.1f s", out, seconds)
+    return out

@@ -1,0 +1,94 @@
+"""Engine cache: a key naming everything an engine depends on, atomic writes, and the sidecar JSON
+that records what an engine was built from (read back to explain a failed deserialization)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+
+from .target import Target
+
+CACHE_FORMAT = 1  # bump when the meaning of a key changes
+
+
+def cache_key(onnx_sha256: str, target: Target, options: dict) -> str:
+    """Hash of the ONNX content, TensorRT version, GPU, compute capability and build options.
+    Engines are not portable across any of these, so each gets its own file."""
+    blob = json.dumps({"format": CACHE_FORMAT, "onnx": onnx_sha256, "target": target.to_dict(),
+                       "options": options}, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def default_engine_path(onnx_path: str | os.PathLike, key: str) -> Path:
+    onnx_path = Path(onnx_path)
+    return onnx_path.with_name(f"{onnx_path.stem}.{key}.plan")
+
+
+def sidecar_path(engine_path: str | os.PathLike) -> Path:
+    engine_path = Path(engine_path)
+    return engine_path.with_name(engine_path.name + ".json")
+
+
+def atomic_write(path: str | os.PathLike, data: bytes | str) -> Path:
+    """Write to a temporary file beside ``path``, then rename over it: readers see the old file or
+    the new one, never half of one (a killed build leaves no broken engine behind)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data.encode() if isinstance(data, str) else data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def sidecar_content(*, key: str, engine_path, onnx, target: Target, profile, options: dict, plugins: dict,
+                    build_seconds: float | None = None, now: float | None = None) -> dict:
+    return {
+        "cache_key": key,
+        "engine": Path(engine_path).name,
+        "onnx": {"path": str(Path(onnx.path).resolve()), "sha256": onnx.sha256,
+                 "task": onnx.task, "metadata": onnx.metadata},
+        "tensorrt": target.tensorrt,
+        "gpu": target.gpu,
+        "compute_capability": target.compute_capability,
+        "input": onnx.input_name,
+        "profile": profile.to_dict(),
+        "size_multiple": onnx.size_multiple,
+        "options": options,
+        "plugins": plugins,
+        "built_at": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(now)),
+        "build_seconds": None if build_seconds is None else round(build_seconds, 3),
+    }
+
+
+def write_engine(engine_path, engine_bytes, sidecar: dict) -> Path:
+    """Write an engine and then its sidecar. The old sidecar goes first: a crash part-way leaves an
+    engine without a sidecar (rebuilt next time), never a new engine under an old sidecar's key."""
+    sidecar_path(engine_path).unlink(missing_ok=True)
+    atomic_write(engine_path, bytes(engine_bytes))
+    atomic_write(sidecar_path(engine_path), json.dumps(sidecar, indent=2, sort_keys=True) + "\n")
+    return Path(engine_path)
+
+
+def read_sidecar(engine_path) -> dict | None:
+    path = sidecar_path(engine_path)
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def is_cached(engine_path, key: str) -> bool:
+    """True when ``engine_path`` exists and its sidecar says it was built under ``key``."""
+    sidecar = read_sidecar(engine_path)
+    return Path(engine_path).is_file() and sidecar is not None and sidecar.get("cache_key") == key

@@ -1,0 +1,107 @@
+"""Optimization profiles: the min / opt / max input shapes a TensorRT engine is built for."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+Shape = tuple[int, int, int, int]
+
+
+class ProfileError(ValueError):
+    """A shape profile that cannot be built (bad syntax, wrong order, sizes the model cannot take)."""
+
+
+def parse_shape(text: str) -> Shape:
+    """``"1x3x512x512"`` -> ``(1, 3, 512, 512)``."""
+    try:
+        dims = tuple(int(part) for part in text.strip().lower().split("x"))
+    except ValueError:
+        dims = ()
+    if len(dims) != 4 or min(dims) <= 0:
+        raise ProfileError(f"bad shape {text!r}: write BxCxHxW with positive integers, e.g. 1x3x512x512")
+    return dims
+
+
+def format_shape(shape) -> str:
+    return "x".join(str(d) for d in shape)
+
+
+@dataclass(frozen=True)
+class ShapeProfile:
+    min: Shape
+    opt: Shape
+    max: Shape
+
+    @classmethod
+    def parse(cls, spec: str) -> "ShapeProfile":
+        """``"1x3x128x128:1x3x512x512:4x3x1024x1024"`` (MIN:OPT:MAX); a single shape means a static one."""
+        parts = spec.split(":")
+        if len(parts) == 1:
+            parts = parts * 3
+        if len(parts) != 3:
+            raise ProfileError(f"bad shapes {spec!r}: write MIN:OPT:MAX, e.g. 1x3x128x128:1x3x512x512:4x3x1024x1024")
+        return cls(*(parse_shape(p) for p in parts))
+
+    @classmethod
+    def static(cls, shape) -> "ShapeProfile":
+        shape = tuple(int(d) for d in shape)
+        return cls(shape, shape, shape)
+
+    def validate(self, size_multiple: int, input_dims=None) -> "ShapeProfile":
+        """Check the profile against the model: 3 channels, H and W multiples of ``size_multiple``,
+        min <= opt <= max in every dim, and equal to the ONNX input's static dims (``input_dims``:
+        ints for static dims, anything else for dynamic ones)."""
+        named = {"min": self.min, "opt": self.opt, "max": self.max}
+        for label, shape in named.items():
+            if shape[1] != 3:
+                raise ProfileError(f"{label} shape {format_shape(shape)}: AST takes 3 channels (BxCxHxW with C = 3)")
+            bad = [axis for axis, d in (("H", shape[2]), ("W", shape[3])) if d % size_multiple]
+            if bad:
+                raise ProfileError(f"{label} shape {format_shape(shape)}: {' and '.join(bad)} must be multiples of "
+                                   f"{size_multiple}, the size this model takes")
+        for axis, name in enumerate("BCHW"):
+            lo, mid, hi = self.min[axis], self.opt[axis], self.max[axis]
+            if not lo <= mid <= hi:
+                raise ProfileError(f"shapes {self}: {name} must satisfy min <= opt <= max, got {lo}, {mid}, {hi}")
+        if input_dims is not None:
+            for axis, (name, dim) in enumerate(zip("BCHW", input_dims)):
+                if isinstance(dim, int) and dim > 0 and {self.min[axis], self.opt[axis], self.max[axis]} != {dim}:
+                    raise ProfileError(f"shapes {self}: the ONNX input has a fixed {name} = {dim}; export it with a "
+                                       f"dynamic {name} or use {name} = {dim} in min, opt and max")
+        return self
+
+    @property
+    def shape_range(self):
+        """((min B, H, W), (max B, H, W)), the Backend.shape_range of an engine with this profile."""
+        return (self.min[0], self.min[2], self.min[3]), (self.max[0], self.max[2], self.max[3])
+
+    def to_dict(self) -> dict:
+        return {"min": list(self.min), "opt": list(self.opt), "max": list(self.max)}
+
+    def __str__(self) -> str:
+        return ":".join(format_shape(s) for s in (self.min, self.opt, self.max))
+
+
+def profile_from_recipe(recipe) -> ShapeProfile | None:
+    """The profile a task recipe declares, or None. Accepts the recipe as a mapping or an object with a
+    ``profile`` (or ``shapes``) entry that is either ``"MIN:OPT:MAX"`` or ``{min, opt, max}`` with each
+    shape a ``"1x3x128x128"`` string or a list of ints."""
+    if recipe is None:
+        return None
+    entry = None
+    for key in ("profile", "shapes"):
+        entry = recipe.get(key) if isinstance(recipe, Mapping) else getattr(recipe, key, None)
+        if entry is not None:
+            break
+    if entry is None:
+        return None
+    if isinstance(entry, ShapeProfile):
+        return entry
+    if isinstance(entry, str):
+        return ShapeProfile.parse(entry)
+    get = entry.get if isinstance(entry, Mapping) else lambda k: getattr(entry, k, None)
+    shapes = [get(k) for k in ("min", "opt", "max")]
+    if any(s is None for s in shapes):
+        raise ProfileError(f"the recipe's profile needs min, opt and max shapes, got {entry!r}")
+    return ShapeProfile(*(parse_shape(s) if isinstance(s, str) else tuple(int(d) for d in s) for s in shapes))

@@ -1,0 +1,363 @@
+import json
+import os
+import sys
+import types
+from pathlib import Path
+
+import onnx
+import pytest
+from onnx import TensorProto, helper
+
+from ast_deploy.engines import build as build_mod
+from ast_deploy.engines.build import build_engine, build_options, hardware_compat_level, make_loader_chain, resolve_profile
+from ast_deploy.engines.cache import (atomic_write, cache_key, default_engine_path, is_cached, read_sidecar,
+                                      sidecar_content, sidecar_path, write_engine)
+from ast_deploy.engines.onnx_info import OnnxInfo, inspect_onnx
+from ast_deploy.engines.plugins import PluginError, resolve_plugins
+from ast_deploy.engines.profile import ProfileError, ShapeProfile, profile_from_recipe
+from ast_deploy.engines.target import Target, TensorRTNotInstalled
+
+
+def have_tensorrt() -> bool:
+    try:
+        import tensorrt  # noqa: F401
+        return True
+    except (ImportError, OSError):
+        return False
+
+
+def tiny_onnx(path: Path, dims=("batch", 3, "h", "w"), plugin_node=False, **metadata) -> Path:
+    """A one-node ONNX with the AST interface: enough for everything but running real TensorRT."""
+    x = helper.make_tensor_value_info("image", TensorProto.FLOAT, list(dims))
+    y = helper.make_tensor_value_info("restored", TensorProto.FLOAT, list(dims))
+    if plugin_node:
+        node = helper.make_node("PartialConv", ["image"], ["restored"], domain="ast", plugin_namespace="ast")
+        opsets = [helper.make_opsetid("", 17), helper.make_opsetid("ast", 1)]
+    else:
+        node, opsets = helper.make_node("Identity", ["image"], ["restored"]), [helper.make_opsetid("", 17)]
+    model = helper.make_model(helper.make_graph([node], "g", [x], [y]), opset_imports=opsets)
+    for key, value in metadata.items():
+        model.metadata_props.add(key=key.replace("_", ".", 1), value=str(value))
+    onnx.save(model, str(path))
+    return path
+
+
+def info(dims=(None, 3, None, None), metadata=None, plugin_ops=()) -> OnnxInfo:
+    return OnnxInfo(Path("m.onnx"), "0" * 64, "image", dims, metadata or {}, plugin_ops)
+
+
+TARGET = Target("10.8.0.43", "NVIDIA A100-SXM4-40GB", "8.0")
+
+
+# ---------------------------------------------------------------- profiles
+
+def test_parse_profile():
+    p = ShapeProfile.parse("1x3x128x128:1x3x512x512:4x3x1024x1024")
+    assert (p.min, p.opt, p.max) == ((1, 3, 128, 128), (1, 3, 512, 512), (4, 3, 1024, 1024))
+    assert str(p) == "1x3x128x128:1x3x512x512:4x3x1024x1024"
+    assert p.shape_range == ((1, 128, 128), (4, 1024, 1024))
+    assert ShapeProfile.parse("2x3x256x384") == ShapeProfile.static((2, 3, 256, 384))
+
+
+@pytest.mark.parametrize("spec,message", [
+    ("1x3x128x128:1x3x512x512", "MIN:OPT:MAX"),
+    ("1x3x128:1x3x128x128:1x3x128x128", "BxCxHxW"),
+    ("1x3x128x128:1x3xAx128:1x3x128x128", "BxCxHxW"),
+    ("0x3x128x128", "positive"),
+])
+def test_parse_profile_rejects_bad_syntax(spec, message):
+    with pytest.raises(ProfileError, match=message):
+        ShapeProfile.parse(spec)
+
+
+@pytest.mark.parametrize("spec,message", [
+    ("1x3x128x128:1x3x500x512:4x3x1024x1024", r"opt shape 1x3x500x512: H must be multiples of 128"),
+    ("1x3x128x100:1x3x512x512:4x3x1024x1024", r"min shape .*: W must be multiples of 128"),
+    ("1x3x512x512:1x3x256x256:4x3x1024x1024", r"H must satisfy min <= opt <= max, got 512, 256, 1024"),
+    ("4x3x128x128:1x3x128x128:4x3x128x128", r"B must satisfy min <= opt <= max"),
+    ("1x1x128x128:1x1x128x128:1x1x128x128", "3 channels"),
+])
+def test_profile_validation(spec, message):
+    with pytest.raises(ProfileError, match=message):
+        ShapeProfile.parse(spec).validate(128)
+
+
+def test_profile_must_keep_static_onnx_dims():
+    profile = ShapeProfile.parse("1x3x128x128:1x3x256x256:2x3x256x256")
+    profile.validate(128, (None, 3, None, None))
+    with pytest.raises(ProfileError, match="fixed B = 1"):
+        profile.validate(128, (1, 3, None, None))
+    with pytest.raises(ProfileError, match="fixed H = 256"):
+        profile.validate(128, (None, 3, 256, None))
+
+
+def test_profile_from_recipe_forms():
+    want = ShapeProfile.parse("1x3x128x128:1x3x384x384:2x3x768x768")
+    assert profile_from_recipe({"profile": str(want)}) == want
+    assert profile_from_recipe({"profile": {"min": "1x3x128x128", "opt": [1, 3, 384, 384],
+                                            "max": (2, 3, 768, 768)}}) == want
+    assert profile_from_recipe(types.SimpleNamespace(shapes=types.SimpleNamespace(
+        min=[1, 3, 128, 128], opt=[1, 3, 384, 384], max=[2, 3, 768, 768]))) == want
+    assert profile_from_recipe({"tolerances": {}}) is None and profile_from_recipe(None) is None
+    with pytest.raises(ProfileError, match="min, opt and max"):
+        profile_from_recipe({"profile": {"min": "1x3x128x128"}})
+
+
+def test_resolve_profile_order():
+    recipe = {"profile": "1x3x128x128:1x3x256x256:1x3x512x512"}
+    flags = "1x3x256x256:1x3x256x256:2x3x256x256"
+    assert str(resolve_profile(info(), flags, recipe)) == flags
+    assert str(resolve_profile(info(), None, recipe)) == recipe["profile"]
+    assert resolve_profile(info((1, 3, 256, 384)), None, None) == ShapeProfile.static((1, 3, 256, 384))
+    with pytest.raises(ProfileError, match=r"dynamic input \(image: \?x3x\?x\?\).*--shapes"):
+        resolve_profile(info(), None, None)
+    with pytest.raises(ProfileError, match="multiples of 256"):
+        resolve_profile(info(metadata={"ast.size_multiple": "256"}), "1x3x128x128", None)
+
+
+def test_inspect_onnx(tmp_path):
+    plain = inspect_onnx(tiny_onnx(tmp_path / "a.onnx", ast_size_multiple=64, ast_task="derain"))
+    assert (plain.input_name, plain.input_dims, plain.plugin_ops) == ("image", (None, 3, None, None), ())
+    assert (plain.size_multiple, plain.task, plain.is_static) == (64, "derain", False)
+    assert len(plain.sha256) == 64
+    plugged = inspect_onnx(tiny_onnx(tmp_path / "b.onnx", dims=(1, 3, 128, 128), plugin_node=True))
+    assert plugged.plugin_ops == ("PartialConv",) and plugged.is_static and plugged.size_multiple == 128
+    with pytest.raises(FileNotFoundError):
+        inspect_onnx(tmp_path / "missing.onnx")
+
+
+# ---------------------------------------------------------------- cache key and sidecar
+
+def test_cache_key_depends_on_everything_the_engine_depends_on():
+    profile = ShapeProfile.parse("1x3x128x128:1x3x256x256:1x3x512x512")
+    options = build_options(profile, "image", False, None, False)
+    key = cache_key("a" * 64, TARGET, options)
+    assert key == cache_key("a" * 64, TARGET, dict(options)) and len(key) == 16
+    variants = [
+        cache_key("b" * 64, TARGET, options),
+        cache_key("a" * 64, Target("10.9.0.34", TARGET.gpu, TARGET.compute_capability), options),
+        cache_key("a" * 64, Target(TARGET.tensorrt, "NVIDIA H100 80GB HBM3", "9.0"), options),
+        cache_key("a" * 64, Target(TARGET.tensorrt, TARGET.gpu, "8.6"), options),
+        cache_key("a" * 64, TARGET, build_options(ShapeProfile.parse("1x3x128x128"), "image", False, None, False)),
+        cache_key("a" * 64, TARGET, build_options(profile, "image", True, None, False)),
+        cache_key("a" * 64, TARGET, build_options(profile, "image", False, 5, False)),
+        cache_key("a" * 64, TARGET, build_options(profile, "image", False, None, True)),
+    ]
+    assert len({key, *variants}) == len(variants) + 1
+    assert default_engine_path("engines/derain/model.onnx", key) == Path(f"engines/derain/model.{key}.plan")
+
+
+def test_sidecar_records_the_build(tmp_path):
+    onnx_info = inspect_onnx(tiny_onnx(tmp_path / "m.onnx", ast_task="derain"))
+    profile = ShapeProfile.parse("1x3x128x128:1x3x256x256:2x3x512x512")
+    options = build_options(profile, "image", False, 3, False)
+    plugins = {"requested": "auto", "used": False, "ops": [], "detail": "the ONNX has no AST plugin nodes"}
+    content = sidecar_content(key="k" * 16, engine_path=tmp_path / "m.plan", onnx=onnx_info, target=TARGET,
+                              profile=profile, options=options, plugins=plugins, build_seconds=12.3456, now=0)
+    assert content["onnx"] == {"path": str((tmp_path / "m.onnx").resolve()), "sha256": onnx_info.sha256,
+                               "task": "derain", "metadata": {"ast.task": "derain"}}
+    assert (content["tensorrt"], content["gpu"], content["compute_capability"]) == ("10.8.0.43", TARGET.gpu, "8.0")
+    assert content["profile"] == {"min": [1, 3, 128, 128], "opt": [1, 3, 256, 256], "max": [2, 3, 512, 512]}
+    assert content["options"]["opt_level"] == 3 and content["options"]["strongly_typed"] is True
+    assert content["plugins"] == plugins and content["build_seconds"] == 12.346
+    assert content["built_at"].startswith("1970-01-01") and content["size_multiple"] == 128
+    json.dumps(content)
+
+
+def test_engine_and_sidecar_writes(tmp_path, monkeypatch):
+    engine = tmp_path / "e.plan"
+    write_engine(engine, b"old-engine", {"cache_key": "old"})
+    assert engine.read_bytes() == b"old-engine" and is_cached(engine, "old") and not is_cached(engine, "new")
+    assert read_sidecar(engine) == {"cache_key": "old"} and sidecar_path(engine).name == "e.plan.json"
+
+    def crash(*args):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(os, "replace", crash)
+    with pytest.raises(OSError, match="disk full"):
+        write_engine(engine, b"new-engine", {"cache_key": "new"})
+    monkeypatch.undo()
+    # The old engine is intact, no temporary file is left, and the old sidecar is gone: no cache hit
+    # for either key until a build completes.
+    assert engine.read_bytes() == b"old-engine"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["e.plan"]
+    assert not is_cached(engine, "old") and not is_cached(engine, "new")
+    atomic_write(tmp_path / "sub" / "f.txt", "text")
+    assert (tmp_path / "sub" / "f.txt").read_text() == "text"
+
+
+# ---------------------------------------------------------------- Polygraphy loader chain
+
+def test_loader_chain_is_lazy_and_configured(tmp_path):
+    """Constructing the chain must not import TensorRT (Polygraphy loaders import it when called)."""
+    attempts = []
+
+    class Recorder:
+        def find_spec(self, name, path=None, target=None):
+            if name.split(".")[0] in ("tensorrt", "tensorrt_rtx"):
+                attempts.append(name)
+            return None
+
+    already = "tensorrt" in sys.modules
+    sys.meta_path.insert(0, Recorder())
+    try:
+        from polygraphy.backend import trt as poly_trt
+
+        profile = ShapeProfile.parse("1x3x128x128:1x3x256x256:2x3x512x512")
+        cache = tmp_path / "timing.cache"
+        chain = make_loader_chain(poly_trt, tmp_path / "m.onnx", "image", profile, opt_level=4,
+                                  hardware_compatibility_level="AMPERE_PLUS", timing_cache=cache)
+    finally:
+        sys.meta_path.pop(0)
+    if not already:
+        assert attempts == []
+    assert isinstance(chain, poly_trt.EngineBytesFromNetwork)
+    network, config = chain._network, chain._config
+    assert isinstance(network, poly_trt.NetworkFromOnnxPath)
+    assert network.path == str(tmp_path / "m.onnx") and network.strongly_typed is True
+    assert isinstance(config, poly_trt.CreateConfig)
+    (p,) = config.profiles
+    assert list(p.keys()) == ["image"]
+    assert (tuple(p["image"].min), tuple(p["image"].opt), tuple(p["image"].max)) == (profile.min, profile.opt, profile.max)
+    assert config.builder_optimization_level == 4 and config.hardware_compatibility_level == "AMPERE_PLUS"
+    assert config.timing_cache_path == str(cache) and chain.timing_cache_path == str(cache)
+    assert config.fp16 is False and config.int8 is False and config.tf32 is False  # precision is the ONNX's
+
+    plain = make_loader_chain(poly_trt, "m.onnx", "image", profile)
+    assert plain._config.timing_cache_path is None and plain.timing_cache_path is None
+    assert plain._config.builder_optimization_level is None and plain._config.hardware_compatibility_level is None
+
+
+def test_hardware_compat_level():
+    trt = types.SimpleNamespace(HardwareCompatibilityLevel=types.SimpleNamespace(AMPERE_PLUS="ampere+", NONE="none"))
+    assert hardware_compat_level(trt, True) == "ampere+"
+    assert hardware_compat_level(trt, False) is None
+
+
+# ---------------------------------------------------------------- plugins
+
+def test_plugins_modes():
+    ops = ["AdaptiveSparseAttention", "PartialConv"]
+    assert resolve_plugins("off", ops, register=lambda: pytest.fail("off must not register"))["used"] is False
+    assert resolve_plugins("auto", ops, register=lambda: True)["used"] is True
+    fallback = resolve_plugins("auto", ops, register=lambda: False)
+    assert fallback["used"] is False and "local functions" in fallback["detail"]
+    assert resolve_plugins("on", ops, register=lambda: True) == {
+        "requested": "on", "used": True, "ops": ops, "detail": "registered: TensorRT uses the AST plugins"}
+    with pytest.raises(PluginError, match="tensorrt.plugin is unavailable.*--plugins auto or off"):
+        resolve_plugins("on", ops, register=lambda: False)
+
+    def missing():
+        raise ImportError("No module named 'ast_deploy.ops.trt_plugins'")
+
+    assert resolve_plugins("auto", ops, register=missing)["used"] is False
+    with pytest.raises(PluginError, match="cannot be imported"):
+        resolve_plugins("on", ops, register=missing)
+    with pytest.raises(PluginError, match="no AST plugin nodes"):
+        resolve_plugins("on", [], register=lambda: True)
+    assert resolve_plugins("auto", [], register=lambda: pytest.fail("nothing to register"))["used"] is False
+    with pytest.raises(ValueError, match="auto, on, off"):
+        resolve_plugins("yes", ops)
+
+
+def test_plugins_on_without_tensorrt_fails_clearly():
+    if have_tensorrt():
+        pytest.skip("TensorRT is importable here")
+    with pytest.raises(PluginError, match="--plugins on, but the AST plugins cannot be registered"):
+        resolve_plugins("on", ["PartialConv"])
+
+
+# ---------------------------------------------------------------- build_engine and ast-build
+
+def test_build_without_tensorrt_explains_where_to_build(tmp_path, capsys):
+    if have_tensorrt():
+        pytest.skip("TensorRT is importable here")
+    model = tiny_onnx(tmp_path / "m.onnx")
+    with pytest.raises(TensorRTNotInstalled, match=r"TensorRT is not installed.*build on the target machine.*"
+                                                   r"JetPack ships TensorRT.*pip install tensorrt"):
+        build_engine(model, shapes="1x3x128x128")
+    from ast_deploy.cli.build import main
+
+    assert main([str(model), "--shapes", "1x3x128x128"]) == 2
+    assert "TensorRT is not installed" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == [model]
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--shapes", "1x3x128x100:1x3x128x128:1x3x128x128"], "W must be multiples of 128"),
+    ([], "dynamic input"),
+    (["--shapes", "1x3x256x256:1x3x128x128:1x3x256x256"], "min <= opt <= max"),
+])
+def test_build_cli_rejects_bad_options(tmp_path, capsys, argv, message):
+    from ast_deploy.cli.build import main
+
+    assert main([str(tiny_onnx(tmp_path / "m.onnx")), *argv]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_build_cli_usage_errors(tmp_path, capsys):
+    from ast_deploy.cli.build import main
+
+    assert main([str(tmp_path / "missing.onnx"), "--shapes", "1x3x128x128"]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as e:
+        main([str(tiny_onnx(tmp_path / "m.onnx")), "--opt-level", "9"])
+    assert e.value.code == 2
+
+
+def test_build_engine_flow_with_stand_ins(tmp_path, monkeypatch):
+    """build_engine's orchestration (cache hit/miss, sidecar, paths) with TensorRT and the Polygraphy
+    chain replaced by stand-ins; the real chain is covered above and on TensorRT machines below."""
+    calls = []
+    fake_trt = types.SimpleNamespace(__version__="10.8.0.43",
+                                     HardwareCompatibilityLevel=types.SimpleNamespace(AMPERE_PLUS="ampere+"))
+    monkeypatch.setattr(build_mod, "import_tensorrt", lambda: fake_trt)
+    monkeypatch.setattr(build_mod, "current_target", lambda trt, device=0: Target(trt.__version__, "GPU X", "8.9"))
+
+    def fake_chain(poly_trt, onnx_path, input_name, profile, **kw):
+        calls.append(dict(kw, profile=str(profile), input=input_name))
+        return lambda: b"serialized-engine-%d" % len(calls)
+
+    monkeypatch.setattr(build_mod, "make_loader_chain", fake_chain)
+    model = tiny_onnx(tmp_path / "m.onnx", ast_task="derain")
+    first = build_engine(model, shapes="1x3x128x128:1x3x256x256:2x3x256x256", plugins="off", opt_level=2,
+                         hardware_compat=True, timing_cache=tmp_path / "t.cache")
+    assert first.parent == tmp_path and first.name.startswith("m.") and first.suffix == ".plan"
+    assert first.read_bytes() == b"serialized-engine-1"
+    assert calls == [{"opt_level": 2, "hardware_compatibility_level": "ampere+", "timing_cache": tmp_path / "t.cache",
+                      "profile": "1x3x128x128:1x3x256x256:2x3x256x256", "input": "image"}]
+    sidecar = read_sidecar(first)
+    assert sidecar["gpu"] == "GPU X" and sidecar["tensorrt"] == "10.8.0.43" and sidecar["plugins"]["requested"] == "off"
+    assert sidecar["options"]["hardware_compat"] is True and sidecar["cache_key"] in first.name
+
+    same = build_engine(model, shapes="1x3x128x128:1x3x256x256:2x3x256x256", plugins="off", opt_level=2,
+                        hardware_compat=True)
+    assert same == first and len(calls) == 1  # cache hit: timing cache path is not part of the key
+    other = build_engine(model, shapes="1x3x128x128:1x3x256x256:2x3x256x256", plugins="off", opt_level=3,
+                         hardware_compat=True)
+    assert other != first and len(calls) == 2
+    build_engine(model, shapes="1x3x128x128:1x3x256x256:2x3x256x256", plugins="off", opt_level=2,
+                 hardware_compat=True, force=True)
+    assert len(calls) == 3 and first.read_bytes() == b"serialized-engine-3"
+    out = build_engine(model, tmp_path / "named" / "derain.plan", shapes="1x3x128x128", plugins="auto")
+    assert out == tmp_path / "named" / "derain.plan" and read_sidecar(out)["profile"]["max"] == [1, 3, 128, 128]
+
+
+# ---------------------------------------------------------------- on a TensorRT machine with a GPU
+
+@pytest.mark.tensorrt
+@pytest.mark.gpu
+def test_real_build_caches_and_records(tmp_path):
+    import tensorrt as trt
+
+    from runtime_helpers import dynamic_onnx
+
+    cache = tmp_path / "timing.cache"
+    shapes = "1x3x128x128:1x3x128x128:1x3x256x256"
+    engine = build_engine(dynamic_onnx(), tmp_path / "tiny.plan", shapes=shapes, plugins="off", timing_cache=cache)
+    assert engine.stat().st_size > 0 and cache.stat().st_size > 0
+    sidecar = read_sidecar(engine)
+    assert sidecar["tensorrt"] == trt.__version__ and sidecar["profile"]["max"] == [1, 3, 256, 256]
+    mtime = engine.stat().st_mtime_ns
+    assert build_engine(dynamic_onnx(), tmp_path / "tiny.plan", shapes=shapes, plugins="off") == engine
+    assert engine.stat().st_mtime_ns == mtime  # reused, not rebuilt
