@@ -1,0 +1,113 @@
+"""The parity gate: run a reference and a candidate on the same images and judge the candidate.
+
+Per image: max abs / relative error, PSNR and SSIM of the candidate's output against the
+reference's (raw outputs, unclipped: stricter), and, where a ground-truth target exists, each
+side's PSNR / SSIM against it (outputs clipped to [0, 1], as a saved image would be).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+from .metrics import agreement, psnr, ssim
+from .tolerances import Tolerance
+
+
+@dataclass
+class Case:
+    name: str
+    image: np.ndarray  # CHW float32 in [0, 1]
+    target: np.ndarray | None = None  # CHW float32 ground truth, if known
+
+
+@dataclass
+class CaseResult:
+    name: str
+    size: tuple[int, int]
+    parity: dict
+    ground_truth: dict | None = None
+    failures: list[str] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return not self.failures
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "size": list(self.size), "passed": self.passed, "failures": self.failures,
+                "parity": self.parity, "ground_truth": self.ground_truth}
+
+
+def judge(name: str, ref_out: np.ndarray, cand_out: np.ndarray, tol: Tolerance,
+          target: np.ndarray | None = None) -> CaseResult:
+    size = tuple(ref_out.shape[-2:])
+    if ref_out.shape != cand_out.shape:
+        return CaseResult(name, size, {}, None, [f"output shapes differ: reference {ref_out.shape}, "
+                                                 f"candidate {cand_out.shape}"])
+    if not np.isfinite(cand_out).all():
+        return CaseResult(name, size, {}, None, ["the candidate's output has NaN or Inf values"])
+    metrics = agreement(cand_out, ref_out)
+    failures = []
+    if metrics["psnr"] < tol.psnr_min:
+        failures.append(f"PSNR {metrics['psnr']:.2f} dB < {tol.psnr_min:g} dB")
+    if tol.ssim_min is not None and metrics["ssim"] < tol.ssim_min:
+        failures.append(f"SSIM {metrics['ssim']:.5f} < {tol.ssim_min:g}")
+    if tol.max_abs is not None and metrics["max_abs"] > tol.max_abs:
+        failures.append(f"max abs error {metrics['max_abs']:.3g} > {tol.max_abs:g}")
+    gt = None
+    if target is not None:
+        ref_c, cand_c = np.clip(ref_out, 0, 1), np.clip(cand_out, 0, 1)
+        gt = {"reference": {"psnr": psnr(ref_c, target), "ssim": ssim(ref_c, target)},
+              "candidate": {"psnr": psnr(cand_c, target), "ssim": ssim(cand_c, target)}}
+        gt["psnr_drop"] = gt["reference"]["psnr"] - gt["candidate"]["psnr"]
+        if tol.gt_psnr_drop_max is not None and gt["psnr_drop"] > tol.gt_psnr_drop_max:
+            failures.append(f"against ground truth the candidate loses {gt['psnr_drop']:.3f} dB "
+                            f"> {tol.gt_psnr_drop_max:g} dB")
+    return CaseResult(name, size, metrics, gt, failures)
+
+
+@dataclass
+class ParityReport:
+    reference: str
+    candidate: str
+    precision: str
+    tolerance: Tolerance
+    cases: list[CaseResult]
+    outputs_valid: bool = True
+
+    @property
+    def passed(self) -> bool:
+        return bool(self.cases) and self.outputs_valid and all(c.passed for c in self.cases)
+
+    def summary(self) -> dict:
+        parity = [c.parity for c in self.cases if c.parity]
+        worst = {}
+        if parity:
+            worst = {"psnr_min": min(p["psnr"] for p in parity), "ssim_min": min(p["ssim"] for p in parity),
+                     "max_abs": max(p["max_abs"] for p in parity), "rel_max": max(p["rel"] for p in parity)}
+        return {"cases": len(self.cases), "failed": sum(not c.passed for c in self.cases), **worst}
+
+    def to_dict(self) -> dict:
+        return {"passed": self.passed, "reference": self.reference, "candidate": self.candidate,
+                "precision": self.precision, "tolerance": self.tolerance.to_dict(),
+                "outputs_valid": self.outputs_valid, "summary": self.summary(),
+                "cases": [c.to_dict() for c in self.cases]}
+
+
+def check_parity(reference: Callable, candidate: Callable, cases: list[Case], tolerance: Tolerance, *,
+                 precision: str = "fp32", names: tuple[str, str] = ("reference", "candidate")) -> ParityReport:
+    """``reference`` and ``candidate`` map a float32 [1, 3, H, W] batch to its restoration."""
+    from .polygraphy_runner import run_both
+
+    if not cases:
+        raise ValueError("no images to compare")
+    ref_outs, cand_outs, valid, _ = run_both(reference, candidate, [c.image for c in cases])
+    results = [judge(c.name, r, o, tolerance, c.target) for c, r, o in zip(cases, ref_outs, cand_outs)]
+    return ParityReport(names[0], names[1], precision, tolerance, results, valid)
+
+
+def format_value(value: float, digits: int = 2) -> str:
+    return "inf" if math.isinf(value) else f"{value:.{digits}f}"

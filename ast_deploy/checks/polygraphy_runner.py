@@ -1,0 +1,53 @@
+"""Each side of a parity check as a Polygraphy runner, so Polygraphy's Comparator runs them (one
+after the other, each activated once) and validates their outputs (NaN / Inf)."""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from typing import Callable
+
+import numpy as np
+
+INPUT, OUTPUT = "image", "restored"
+
+
+def function_runner(fn: Callable[[np.ndarray], np.ndarray], name: str):
+    """A Polygraphy ``BaseRunner`` over ``fn``: float32 [1, 3, H, W] in [0, 1] -> the same kind."""
+    from polygraphy.backend.base import BaseRunner
+    from polygraphy.common import TensorMetadata
+    from polygraphy.datatype import DataType
+
+    class FunctionRunner(BaseRunner):
+        def activate_impl(self):
+            pass
+
+        def deactivate_impl(self):
+            pass
+
+        def get_input_metadata_impl(self):
+            return TensorMetadata().add(INPUT, DataType.FLOAT32, (-1, 3, -1, -1))
+
+        def infer_impl(self, feed_dict):
+            start = time.perf_counter()
+            out = np.asarray(fn(feed_dict[INPUT]), dtype=np.float32)
+            self.inference_time = time.perf_counter() - start
+            return OrderedDict([(OUTPUT, out)])
+
+    return FunctionRunner(name=name)
+
+
+def run_both(reference: Callable, candidate: Callable, images: list[np.ndarray]):
+    """Run both sides on every CHW image; return (reference outputs, candidate outputs, outputs valid?,
+    seconds per image per side)."""
+    from polygraphy.comparator import Comparator
+    from polygraphy.logger import G_LOGGER
+
+    runners = [function_runner(reference, "reference"), function_runner(candidate, "candidate")]
+    feeds = [OrderedDict([(INPUT, np.ascontiguousarray(img[None], dtype=np.float32))]) for img in images]
+    with G_LOGGER.verbosity(G_LOGGER.WARNING):  # Polygraphy reports every activation at INFO
+        results = Comparator.run(runners, data_loader=feeds)
+        valid = Comparator.validate(results, check_inf=True, check_nan=True)
+    outputs = {name: [np.asarray(it[OUTPUT])[0] for it in iterations] for name, iterations in results.items()}
+    times = {name: [it.runtime for it in iterations] for name, iterations in results.items()}
+    return outputs["reference"], outputs["candidate"], bool(valid), times
