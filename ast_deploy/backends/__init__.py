@@ -1,0 +1,1 @@
+"""Inference backends: each one loads a model and runs float32 NCHW batches through it."""
