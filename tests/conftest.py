@@ -34,8 +34,15 @@ def randomize_(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for name, p in model.named_parameters():
-            std = 0.5 if name.endswith(".w") else 0.15
-            p.copy_(torch.randn(p.shape, generator=g) * std + (1.0 if "norm" in name and name.endswith("weight") else 0.0))
+            noise = torch.randn(p.shape, generator=g)
+            if "norm" in name:
+                p.copy_(1.0 + 0.2 * noise if name.endswith("weight") else 0.1 * noise)
+            elif name.endswith("relative_position_bias_table") or name.endswith(".w"):
+                p.copy_(0.5 * noise)
+            elif p.dim() > 1:  # keep activations O(1) through the depth of the network
+                p.copy_(noise * (0.25 / p[0].numel()) ** 0.5)
+            else:
+                p.copy_(0.05 * noise)
     return model
 
 

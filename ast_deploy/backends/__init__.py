@@ -1,5 +1,8 @@
-"""Inference backends behind one interface (``Backend``): ONNX Runtime and TensorRT here, PyTorch in
-the Runner. ``open_backend`` picks one from a file's suffix; nothing heavy is imported until then."""
+"""Inference backends: each one loads a model and runs float32 NCHW batches through it.
+
+PyTorch (``pytorch.py``, the Runner's own), ONNX Runtime and TensorRT, behind the interface in
+``base.py``. ``open_backend`` opens a model file by its suffix; nothing heavy is imported until then.
+"""
 
 from __future__ import annotations
 

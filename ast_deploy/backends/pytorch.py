@@ -1,0 +1,27 @@
+"""The PyTorch backend: the reference model, eager, on CPU or CUDA."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+
+class TorchBackend:
+    """Runs an ``AST`` module. Thread-safe: inference mode keeps no state between calls."""
+
+    name = "pytorch"
+    shape_range = None  # any size that is a multiple of size_multiple
+
+    def __init__(self, model: torch.nn.Module, device: str | torch.device = "cpu", max_batch: int = 4):
+        self.device = torch.device(device)
+        self.model = model.eval().to(self.device)
+        self.size_multiple = model.size_multiple
+        self.max_batch = max_batch
+
+    def infer(self, batch: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            x = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32)).to(self.device)
+            return self.model(x).float().cpu().numpy()
+
+    def close(self) -> None:
+        pass

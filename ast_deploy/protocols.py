@@ -1,0 +1,204 @@
+"""Inference protocols: how an image of any size is brought to sizes the model (or engine) takes.
+
+A protocol is written as a string:
+
+- ``square-pad:128``  the official SPAD protocol: zero-pad to a centred square whose side is the
+  next multiple of 128, run, crop the original region back out;
+- ``pad:128``         reflect-pad the bottom and right to the next multiples of 128 (non-square),
+  run, crop back: the fast general choice;
+- ``tiles:384:80``    the official AGAN / Dense-Haze protocol: square crops of 384 starting every
+  384 - 80 pixels (the last flush with the border), outputs averaged uniformly where they overlap;
+  ``tiles:384:80:feather`` blends overlaps with linear ramps instead. Images smaller than a tile
+  are reflect-padded to the tile first (the official code breaks on them);
+- ``none``            the input must already have sizes the model takes.
+
+Every protocol works on float32 NCHW batches and calls ``infer`` with batches of equally sized
+images; the caller decides how many go to the backend at once.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+Infer = Callable[[np.ndarray], np.ndarray]
+
+
+def _next_multiple(n: int, multiple: int) -> int:
+    return int(math.ceil(n / multiple) * multiple)
+
+
+def _reflect_pad(x: np.ndarray, bottom: int, right: int) -> np.ndarray:
+    if bottom == 0 and right == 0:
+        return x
+    # numpy reflects repeatedly, so pads longer than the image work too (torch's reflect does not).
+    return np.pad(x, ((0, 0), (0, 0), (0, bottom), (0, right)), mode="reflect")
+
+
+@dataclass(frozen=True)
+class NoProtocol:
+    def model_input_size(self, h: int, w: int) -> tuple[int, int]:
+        return h, w
+
+    def check(self, size_multiple: int) -> None:
+        pass
+
+    def run(self, x: np.ndarray, infer: Infer) -> np.ndarray:
+        return infer(x)
+
+    def __str__(self) -> str:
+        return "none"
+
+
+@dataclass(frozen=True)
+class SquarePad:
+    multiple: int = 128
+
+    def model_input_size(self, h: int, w: int) -> tuple[int, int]:
+        side = _next_multiple(max(h, w), self.multiple)
+        return side, side
+
+    def check(self, size_multiple: int) -> None:
+        _check_multiple(self.multiple, size_multiple, str(self))
+
+    def run(self, x: np.ndarray, infer: Infer) -> np.ndarray:
+        b, c, h, w = x.shape
+        side, _ = self.model_input_size(h, w)
+        top, left = (side - h) // 2, (side - w) // 2
+        square = np.zeros((b, c, side, side), dtype=x.dtype)
+        square[:, :, top : top + h, left : left + w] = x
+        return infer(square)[:, :, top : top + h, left : left + w]
+
+    def __str__(self) -> str:
+        return f"square-pad:{self.multiple}"
+
+
+@dataclass(frozen=True)
+class Pad:
+    multiple: int = 128
+
+    def model_input_size(self, h: int, w: int) -> tuple[int, int]:
+        return _next_multiple(h, self.multiple), _next_multiple(w, self.multiple)
+
+    def check(self, size_multiple: int) -> None:
+        _check_multiple(self.multiple, size_multiple, str(self))
+
+    def run(self, x: np.ndarray, infer: Infer) -> np.ndarray:
+        h, w = x.shape[2:]
+        ph, pw = self.model_input_size(h, w)
+        return infer(_reflect_pad(x, ph - h, pw - w))[:, :, :h, :w]
+
+    def __str__(self) -> str:
+        return f"pad:{self.multiple}"
+
+
+def tile_starts(length: int, tile: int, overlap: int) -> list[int]:
+    """Tile origins along one axis, as the official ``splitimage``: every ``tile - overlap``
+    pixels, dropping those that reach the border, then one flush with the border."""
+    starts = list(range(0, length, tile - overlap))
+    while starts and starts[-1] + tile >= length:
+        starts.pop()
+    starts.append(length - tile)
+    return starts
+
+
+def _feather(length: int, overlap: int) -> np.ndarray:
+    if overlap == 0:
+        return np.ones(length, dtype=np.float32)
+    ramp = (np.arange(length, dtype=np.float32) + 0.5) / overlap
+    return np.clip(np.minimum(ramp, ramp[::-1]), 1e-3, 1.0)
+
+
+@dataclass(frozen=True)
+class Tiles:
+    tile_h: int = 384
+    tile_w: int = 384
+    overlap: int = 80
+    blend: str = "uniform"  # or "feather"
+
+    def model_input_size(self, h: int, w: int) -> tuple[int, int]:
+        return self.tile_h, self.tile_w
+
+    def check(self, size_multiple: int) -> None:
+        _check_multiple(self.tile_h, size_multiple, str(self))
+        _check_multiple(self.tile_w, size_multiple, str(self))
+        if not 0 <= self.overlap < min(self.tile_h, self.tile_w):
+            raise ValueError(f"protocol {self}: the overlap must be smaller than the tile")
+        if self.blend not in ("uniform", "feather"):
+            raise ValueError(f"protocol {self}: blend must be 'uniform' or 'feather'")
+
+    def run(self, x: np.ndarray, infer: Infer) -> np.ndarray:
+        b, c, h, w = x.shape
+        padded = _reflect_pad(x, max(0, self.tile_h - h), max(0, self.tile_w - w))
+        ph, pw = padded.shape[2:]
+        origins = [(top, left) for top in tile_starts(ph, self.tile_h, self.overlap)
+                   for left in tile_starts(pw, self.tile_w, self.overlap)]
+        tiles = np.stack([padded[:, :, t : t + self.tile_h, l : l + self.tile_w] for t, l in origins], axis=1)
+        outputs = infer(tiles.reshape(-1, c, self.tile_h, self.tile_w))
+        outputs = outputs.reshape(b, len(origins), -1, self.tile_h, self.tile_w)
+        if self.blend == "feather":
+            weight = np.outer(_feather(self.tile_h, self.overlap), _feather(self.tile_w, self.overlap))
+        else:
+            weight = np.ones((self.tile_h, self.tile_w), dtype=np.float32)
+        merged = np.zeros((b, outputs.shape[2], ph, pw), dtype=np.float32)
+        total = np.zeros((ph, pw), dtype=np.float32)
+        for i, (t, l) in enumerate(origins):
+            merged[:, :, t : t + self.tile_h, l : l + self.tile_w] += outputs[:, i] * weight
+            total[t : t + self.tile_h, l : l + self.tile_w] += weight
+        return (merged / total)[:, :, :h, :w]
+
+    def __str__(self) -> str:
+        size = f"{self.tile_h}" if self.tile_h == self.tile_w else f"{self.tile_h}x{self.tile_w}"
+        return f"tiles:{size}:{self.overlap}" + (":feather" if self.blend == "feather" else "")
+
+
+Protocol = NoProtocol | SquarePad | Pad | Tiles
+
+
+def _check_multiple(value: int, size_multiple: int, name: str) -> None:
+    if value <= 0 or value % size_multiple:
+        raise ValueError(f"protocol {name}: {value} is not a multiple of {size_multiple}, "
+                         f"the size this model takes")
+
+
+def parse_protocol(spec: str | Protocol) -> Protocol:
+    if not isinstance(spec, str):
+        return spec
+    parts = spec.strip().lower().split(":")
+    try:
+        if parts == ["none"]:
+            return NoProtocol()
+        if parts[0] == "square-pad" and len(parts) <= 2:
+            return SquarePad(int(parts[1]) if len(parts) == 2 else 128)
+        if parts[0] == "pad" and len(parts) <= 2:
+            return Pad(int(parts[1]) if len(parts) == 2 else 128)
+        if parts[0] == "tiles" and len(parts) in (3, 4):
+            th, _, tw = parts[1].partition("x")
+            blend = parts[3] if len(parts) == 4 else "uniform"
+            tiles = Tiles(int(th), int(tw or th), int(parts[2]), blend)
+            if blend not in ("uniform", "feather"):
+                raise ValueError
+            return tiles
+    except ValueError:
+        pass
+    raise ValueError(f"unknown protocol {spec!r}; use 'square-pad:128', 'pad:128', 'tiles:384:80', "
+                     f"'tiles:384:80:feather' or 'none'")
+
+
+def fit_to_shape_range(protocol: Protocol, h: int, w: int, shape_range, size_multiple: int) -> Protocol:
+    """The protocol to run an h x w image on a backend that takes only sizes in ``shape_range``
+    ((min_h, min_w), (max_h, max_w)): ``protocol`` itself when its model input fits, otherwise tiles
+    as large as the backend takes (images smaller than its minimum are padded up to it)."""
+    if shape_range is None:
+        return protocol
+    (min_h, min_w), (max_h, max_w) = shape_range
+    need_h, need_w = protocol.model_input_size(h, w)
+    if min_h <= need_h <= max_h and min_w <= need_w <= max_w:
+        return protocol
+    tile_h = max(min_h, min(max_h, _next_multiple(h, size_multiple)))
+    tile_w = max(min_w, min(max_w, _next_multiple(w, size_multiple)))
+    overlap = min(tile_h, tile_w) // 4 if (h > tile_h or w > tile_w) else 0
+    return Tiles(tile_h, tile_w, overlap, getattr(protocol, "blend", "uniform"))

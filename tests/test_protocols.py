@@ -1,0 +1,101 @@
+import numpy as np
+import pytest
+import torch
+
+from ast_deploy import Runner
+from ast_deploy.protocols import Pad, SquarePad, Tiles, fit_to_shape_range, parse_protocol, tile_starts
+
+
+def rel_err(a, b):
+    return float(np.abs(np.asarray(a) - b).max() / np.abs(b).max())
+
+
+@pytest.mark.parametrize("case,protocol", [("spad0", "square-pad:128"), ("tiles0", None)])
+def test_official_protocols_match_fixtures(parity_model, parity_cases, case, protocol):
+    if protocol is None:
+        crop, overlap = parity_cases[f"{case}_crop_overlap"]
+        protocol = f"tiles:{crop}:{overlap}"
+    runner = Runner(parity_model, protocol=protocol)
+    x = parity_cases[f"{case}_in"].astype(np.float32) / 255.0
+    assert rel_err(runner(x), parity_cases[f"{case}_out"]) < 1e-4
+
+
+def test_pad_protocol_is_reflect_pad_and_crop(tiny_model):
+    x = np.random.default_rng(0).random((1, 3, 100, 200), dtype=np.float32)
+    padded = np.pad(x, ((0, 0), (0, 0), (0, 28), (0, 56)), mode="reflect")
+    with torch.no_grad():
+        expected = tiny_model(torch.from_numpy(padded)).numpy()[:, :, :100, :200]
+    assert rel_err(Runner(tiny_model, protocol="pad:128")(x), expected) < 1e-5
+
+
+def test_pad_on_fitting_size_is_a_plain_forward(tiny_model):
+    x = np.random.default_rng(1).random((2, 3, 128, 256), dtype=np.float32)
+    with torch.no_grad():
+        expected = tiny_model(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(Runner(tiny_model, protocol="pad:128")(x), expected, rtol=0, atol=1e-6)
+
+
+def test_tile_starts_follow_official_splitimage():
+    assert tile_starts(500, 384, 80) == [0, 116]
+    assert tile_starts(420, 384, 80) == [0, 36]
+    assert tile_starts(1000, 384, 80) == [0, 304, 608, 616]
+    assert tile_starts(384, 384, 80) == [0]
+
+
+@pytest.mark.parametrize("blend", ["uniform", "feather"])
+@pytest.mark.parametrize("shape", [(1, 3, 500, 420), (2, 3, 700, 1000), (1, 3, 90, 200)])
+def test_tiles_reassemble_the_image(blend, shape):
+    """With an identity model every blend must give back the input exactly, tiles of any layout."""
+    x = np.random.default_rng(2).random(shape, dtype=np.float32)
+    calls = []
+
+    def identity(batch):
+        calls.append(batch.shape)
+        return batch.copy()
+
+    out = Tiles(384, 384, 80, blend).run(x, identity)
+    np.testing.assert_allclose(out, x, atol=1e-6)
+    assert all(c[2:] == (384, 384) for c in calls)
+
+
+def test_square_pad_is_centred():
+    x = np.ones((1, 3, 100, 300), dtype=np.float32)
+    seen = {}
+
+    def record(batch):
+        seen["batch"] = batch
+        return batch
+
+    SquarePad(128).run(x, record)
+    square = seen["batch"][0, 0]
+    assert square.shape == (384, 384)
+    assert square[142:242, 42:342].all() and square.sum() == 100 * 300
+
+
+def test_parse_protocol_round_trips_and_rejects_garbage():
+    for spec in ["square-pad:128", "pad:128", "tiles:384:80", "tiles:384:80:feather", "none"]:
+        assert str(parse_protocol(spec)) == spec
+    for bad in ["tiles:384", "pad:x", "blur:3", "tiles:384:80:gaussian"]:
+        with pytest.raises(ValueError, match="protocol"):
+            parse_protocol(bad)
+    with pytest.raises(ValueError, match="multiple of 128"):
+        Pad(100).check(128)
+
+
+def test_fit_to_shape_range():
+    static_256 = ((256, 256), (256, 256))
+    assert fit_to_shape_range(Pad(128), 256, 256, static_256, 128) == Pad(128)
+    assert fit_to_shape_range(Pad(128), 600, 300, static_256, 128) == Tiles(256, 256, 64)
+    assert fit_to_shape_range(Pad(128), 100, 100, static_256, 128) == Tiles(256, 256, 0)
+    dynamic = ((128, 128), (512, 512))
+    assert fit_to_shape_range(Pad(128), 300, 500, dynamic, 128) == Pad(128)
+    assert fit_to_shape_range(Pad(128), 300, 900, dynamic, 128) == Tiles(384, 512, 96)
+
+
+def test_runner_tiles_into_a_static_backend(tiny_model):
+    """A backend that takes only 128x128 gets tiles; the result is the same as running the tiles."""
+    runner = Runner(tiny_model, protocol="pad:128")
+    runner.backend.shape_range = ((128, 128), (128, 128))
+    x = np.random.default_rng(3).random((1, 3, 200, 150), dtype=np.float32)
+    expected = Tiles(128, 128, 32).run(x, runner.backend.infer)
+    np.testing.assert_allclose(runner(x), expected, atol=1e-6)
