@@ -16,6 +16,8 @@ import numpy as np
 
 from .images import quantize, to_rgb, to_unit_float
 from .protocols import Protocol, fit_to_shape_range, parse_protocol
+from .backends import backend_kind, hw_range
+from .backends import open_backend as open_file_backend
 from .tasks import get_task
 
 CHECKPOINT_SUFFIXES = {".pth", ".pt", ".ckpt", ".bin", ".tar"}
@@ -49,6 +51,8 @@ def open_backend(source, task=None, config=None, device="cpu", kernels=None, max
             raise FileNotFoundError(f"{path}: no such file")
         if path.suffix.lower() in CHECKPOINT_SUFFIXES:
             model = build_torch_model(path, task, config)
+        elif backend_kind(path) is not None:  # .onnx, .plan / .engine
+            return open_file_backend(path, device=device)
         else:
             raise ValueError(f"{path}: unknown model file type {path.suffix!r} "
                              f"(a checkpoint {sorted(CHECKPOINT_SUFFIXES)}, .onnx, or a TensorRT .plan/.engine)")
@@ -73,7 +77,7 @@ class Runner:
         self.protocol.check(self.backend.size_multiple)
 
     def _infer(self, batch: np.ndarray) -> np.ndarray:
-        step = self.backend.max_batch
+        step = self.backend.max_batch or len(batch)  # None: the backend takes any batch
         return np.concatenate([self.backend.infer(batch[i : i + step]) for i in range(0, len(batch), step)])
 
     def run_nchw(self, x: np.ndarray) -> np.ndarray:
@@ -81,7 +85,8 @@ class Runner:
         if x.ndim != 4 or x.shape[1] != 3:
             raise ValueError(f"expected a [B, 3, H, W] batch, got shape {x.shape}")
         h, w = x.shape[2:]
-        protocol = fit_to_shape_range(self.protocol, h, w, self.backend.shape_range, self.backend.size_multiple)
+        protocol = fit_to_shape_range(self.protocol, h, w, hw_range(self.backend.shape_range),
+                                      self.backend.size_multiple)
         return protocol.run(np.ascontiguousarray(x, dtype=np.float32), self._infer)
 
     def __call__(self, x):

@@ -8,7 +8,7 @@ import pytest
 from ast_deploy.backends import BackendError, ShapeError, backend_kind, open_backend
 from ast_deploy.backends.onnxrt import OnnxRuntimeBackend, SessionFromOnnx, shape_range_from_dims
 from ast_deploy.engines.target import Target, TensorRTNotInstalled
-from runtime_helpers import TMP, dynamic_onnx, onnx, set_metadata, static_onnx, torch_infer
+from runtime_helpers import TMP, dynamic_onnx, image_model, onnx, set_metadata, static_onnx, torch_infer
 
 
 def images(shape, seed=0):
@@ -200,3 +200,20 @@ def test_tensorrt_damaged_engine_is_explained(tiny_engine, tmp_path):
     (tmp_path / "bad.plan.json").write_text(json.dumps(sidecar))
     with pytest.raises(BackendError, match="could not deserialize.*damaged"):
         TensorRTBackend(bad)
+
+
+# ---------------------------------------------------------------- through the Runner
+
+def test_runner_runs_onnx_like_pytorch():
+    from ast_deploy import Runner
+    from ast_deploy.protocols import Tiles
+
+    x = images((3, 100, 140), seed=4)
+    dynamic = Runner(dynamic_onnx(), protocol="pad:128")
+    assert isinstance(dynamic.backend, OnnxRuntimeBackend)
+    np.testing.assert_allclose(dynamic(x), Runner(image_model(), protocol="pad:128")(x), rtol=0, atol=1e-5)
+    # A static 1 x 3 x 128 x 128 model takes a 100 x 140 image as tiles; PyTorch with the same tiles agrees.
+    static = Runner(static_onnx(), protocol="pad:128")
+    np.testing.assert_allclose(static(x), Runner(image_model(), protocol=Tiles(128, 128, 32))(x), rtol=0, atol=1e-5)
+    batch = images((2, 3, 128, 128), seed=5)
+    np.testing.assert_allclose(static(batch), torch_infer(batch), rtol=0, atol=1e-5)  # batch 2, one image a call

@@ -90,8 +90,9 @@ class OnnxRuntimeBackend(Backend):
     """Runs an ONNX model (a path, or a ``SessionFromOnnx`` loader for non-default options)."""
 
     def __init__(self, model: str | os.PathLike | SessionFromOnnx, *, providers: str = "auto",
-                 intra_op_threads: int | None = None):
-        loader = model if isinstance(model, SessionFromOnnx) else SessionFromOnnx(model, providers, intra_op_threads)
+                 intra_op_threads: int | None = None, provider_options: dict | None = None):
+        loader = (model if isinstance(model, SessionFromOnnx)
+                  else SessionFromOnnx(model, providers, intra_op_threads, provider_options))
         self.session = loader()
         self.path = loader.path
         self.provider = self.session.get_providers()[0]
