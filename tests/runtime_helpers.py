@@ -75,11 +75,20 @@ def static_onnx() -> Path:
     return with_fixed_input(dynamic_onnx(), TMP / "tiny_static.onnx", (1, 3, 128, 128))
 
 
-def damaged_copy(src: Path, dst: Path, scale: float = 1.5) -> Path:
-    """A copy of ``src`` with its largest weight initializer scaled: a wrong export that still runs."""
+def damaged_copy(src: Path, dst: Path, name: str = "output_proj.proj.0.weight", scale: float = 1.1) -> Path:
+    """A copy of ``src`` with one weight initializer 10 % off: a wrong export that still runs. (The
+    output projection: most other weights feed a LayerNorm, which would undo a uniform scaling.)"""
     model = onnx.load(str(src))
-    init = max(model.graph.initializer, key=lambda t: np.prod(t.dims))
+    (init,) = [t for t in model.graph.initializer if t.name == name]
     weights = onnx.numpy_helper.to_array(init)
     init.CopyFrom(onnx.numpy_helper.from_array((weights * scale).astype(weights.dtype), init.name))
     onnx.save(model, str(dst))
     return dst
+
+
+@functools.cache
+def checkpoint() -> Path:
+    """``image_model``'s weights as a plain state-dict checkpoint (architecture: TINY_CONFIG)."""
+    path = TMP / "tiny.pth"
+    torch.save(image_model().state_dict(), path)
+    return path

@@ -1,0 +1,60 @@
+"""ast-bench: latency, throughput and peak memory of checkpoints, ONNX models and engines."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+import numpy as np
+
+from .common import UsageError, add_model_options, open_runner
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="ast-bench", description="Benchmark AST sources (checkpoints, ONNX models, "
+                                "TensorRT engines) through the Runner, protocol included, after warm-up.")
+    p.add_argument("sources", nargs="+", metavar="SOURCE")
+    add_model_options(p)
+    p.add_argument("--sizes", default="256x256", metavar="HxW,...", help="image sizes (default 256x256)")
+    p.add_argument("--batch", type=int, default=1, help="images per call (default 1)")
+    p.add_argument("--runs", type=int, default=10, help="timed calls per source and size (default 10)")
+    p.add_argument("--warmup", type=int, default=2, help="untimed calls first (default 2)")
+    p.add_argument("--json", metavar="PATH", help="write the results as JSON")
+    return p
+
+
+def main(argv=None) -> int:
+    p = parser()
+    args = p.parse_args(argv)
+    if args.batch < 1 or args.runs < 1 or args.warmup < 0:
+        p.error("--batch and --runs must be >= 1, --warmup >= 0")
+    from ..bench import benchmark, format_table
+    from ..checks.synthetic import parse_sizes, synthetic_image
+    from ..engines.cache import atomic_write
+
+    try:
+        sizes = parse_sizes(args.sizes)
+    except ValueError as e:
+        p.error(f"--sizes: {e}")
+    rows = []
+    for source in args.sources:
+        try:
+            runner = open_runner(source, args)
+        except UsageError as e:
+            print(f"ast-bench: error: {e}", file=sys.stderr)
+            return 2
+        for h, w in sizes:
+            batch = np.stack([synthetic_image(h, w, seed) for seed in range(args.batch)])
+            result = benchmark(runner, batch, runs=args.runs, warmup=args.warmup)
+            rows.append({"source": str(source), "size": f"{h}x{w}", "protocol": str(runner.protocol),
+                         "backend": getattr(runner.backend, "name", type(runner.backend).__name__), **result})
+            print(f"  {source} {h}x{w}: {result['mean_ms']:.1f} ms", file=sys.stderr)
+    print(format_table(rows))
+    if args.json:
+        atomic_write(args.json, json.dumps(rows, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

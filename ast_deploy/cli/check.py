@@ -1,0 +1,136 @@
+"""ast-check: the accuracy-parity gate. Runs a reference and a candidate (checkpoint, ONNX or engine)
+on the same images and fails when the candidate drifts beyond the precision's tolerance.
+
+Exit codes: 0 all images pass, 1 any fails (or the candidate fails to run), 2 bad usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from ..checks.tolerances import PRECISIONS
+from .common import UsageError, add_model_options, open_runner
+
+DEFAULT_SIZES = "256x256,192x320"
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="ast-check", description="Compare a candidate (ONNX model, TensorRT engine, checkpoint) with a "
+        "reference on the same images: PSNR, SSIM, max abs and relative error per image, pass/fail per the "
+        "precision's tolerance (task recipe, else FP32 >= 60 dB, FP16 >= 45 dB, INT8 >= 35 dB PSNR).",
+        epilog="--images DIR: either DIR/input/ and DIR/target/ with files of the same stem (the candidate and "
+               "the reference are also scored against the targets), or a folder of images.")
+    p.add_argument("reference", help="the reference: usually the PyTorch checkpoint")
+    p.add_argument("candidate", help="what is checked: an .onnx model, a TensorRT engine, or a checkpoint")
+    add_model_options(p)
+    p.add_argument("--images", metavar="DIR", help="compare on these images (see below)")
+    p.add_argument("--sizes", metavar="HxW,...",
+                   help=f"compare on generated images of these sizes (default without --images: {DEFAULT_SIZES})")
+    p.add_argument("--seed", type=int, default=0, help="seed of the generated images (default 0)")
+    p.add_argument("--precision", choices=PRECISIONS, default="fp32", help="the candidate's precision (default fp32)")
+    p.add_argument("--report", metavar="PATH", help="write the full report as JSON")
+    p.add_argument("--junit", metavar="PATH", help="write a JUnit XML report (one test case per image)")
+    return p
+
+
+def image_cases(folder: str):
+    from ..checks.parity import Case
+    from ..images import READABLE_SUFFIXES, read_image
+
+    root = Path(folder)
+    if not root.is_dir():
+        raise UsageError(f"--images {folder}: no such folder")
+    inputs = root / "input" if (root / "input").is_dir() else root
+    targets = root / "target" if (root / "target").is_dir() else None
+    files = sorted(p for p in inputs.iterdir() if p.is_file() and p.suffix.lower() in READABLE_SUFFIXES)
+    if not files:
+        raise UsageError(f"--images {folder}: no images in {inputs}")
+    target_files = {p.stem: p for p in targets.iterdir() if p.is_file()} if targets else {}
+    cases = []
+    for path in files:
+        try:
+            image = read_image(path).pixels.transpose(2, 0, 1)
+            target = None
+            if path.stem in target_files:
+                target = read_image(target_files[path.stem]).pixels.transpose(2, 0, 1)
+                if target.shape != image.shape:
+                    raise UsageError(f"{target_files[path.stem]}: size {target.shape[1:]} differs from its input's "
+                                     f"{image.shape[1:]}")
+        except ValueError as e:  # ImageError
+            raise UsageError(str(e)) from e
+        cases.append(Case(path.stem, np.ascontiguousarray(image), None if target is None else np.ascontiguousarray(target)))
+    if targets is not None and not any(c.target is not None for c in cases):
+        raise UsageError(f"--images {folder}: no file in {targets} has the name of an input")
+    return cases
+
+
+def synthetic_cases(sizes: str, seed: int):
+    from ..checks.parity import Case
+    from ..checks.synthetic import parse_sizes, synthetic_image
+
+    try:
+        parsed = parse_sizes(sizes)
+    except ValueError as e:
+        raise UsageError(f"--sizes: {e}") from None
+    return [Case(f"synthetic-{h}x{w}-seed{seed + i}", synthetic_image(h, w, seed + i)) for i, (h, w) in enumerate(parsed)]
+
+
+def load_task_recipe(task: str | None):
+    if task is None:
+        return None
+    try:
+        from ..export.recipes import load_recipe
+    except ImportError:
+        return None
+    try:
+        return load_recipe(task)
+    except Exception as e:
+        raise UsageError(f"cannot load the recipe of task {task!r}: {e}") from e
+
+
+def write_outputs(report, args) -> None:
+    from ..checks.report import write_json, write_junit
+
+    if args.report:
+        write_json(report, args.report)
+    if args.junit:
+        write_junit(report, args.junit)
+
+
+def main(argv=None) -> int:
+    args = parser().parse_args(argv)
+    from ..checks.parity import check_parity
+    from ..checks.report import text_table
+    from ..checks.tolerances import tolerance_for
+
+    try:
+        cases = (image_cases(args.images) if args.images else []) + (
+            synthetic_cases(args.sizes or DEFAULT_SIZES, args.seed) if args.sizes or not args.images else [])
+        tolerance = tolerance_for(args.precision, load_task_recipe(args.task))
+        reference = open_runner(args.reference, args)
+        candidate = open_runner(args.candidate, args)
+    except UsageError as e:
+        print(f"ast-check: error: {e}", file=sys.stderr)
+        return 2
+    try:
+        report = check_parity(reference, candidate, cases, tolerance, precision=args.precision,
+                              names=(args.reference, args.candidate))
+    except Exception as e:  # a side that crashes or refuses an image fails the gate
+        from ..checks.parity import CaseResult, ParityReport
+
+        message = f"running the comparison failed: {type(e).__name__}: {e}"
+        report = ParityReport(args.reference, args.candidate, args.precision, tolerance,
+                              [CaseResult("run", (0, 0), {}, None, [message])])
+        print(f"ast-check: {message}", file=sys.stderr)
+    print(text_table(report))
+    write_outputs(report, args)
+    return 0 if report.passed else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
