@@ -80,14 +80,18 @@ class Runner:
         step = self.backend.max_batch or len(batch)  # None: the backend takes any batch
         return np.concatenate([self.backend.infer(batch[i : i + step]) for i in range(0, len(batch), step)])
 
-    def run_nchw(self, x: np.ndarray) -> np.ndarray:
+    def protocol_for(self, h: int, w: int, protocol: str | Protocol | None = None) -> Protocol:
+        """The protocol an h x w image runs with: ``protocol`` (default: the runner's) if the backend
+        takes the sizes it makes, else tiles the backend takes."""
+        protocol = self.protocol if protocol is None else parse_protocol(protocol)
+        return fit_to_shape_range(protocol, h, w, hw_range(self.backend.shape_range), self.backend.size_multiple)
+
+    def run_nchw(self, x: np.ndarray, protocol: str | Protocol | None = None) -> np.ndarray:
         """Float32 [B, 3, H, W] in [0, 1] -> restored float32 [B, 3, H, W] (not clipped)."""
         if x.ndim != 4 or x.shape[1] != 3:
             raise ValueError(f"expected a [B, 3, H, W] batch, got shape {x.shape}")
         h, w = x.shape[2:]
-        protocol = fit_to_shape_range(self.protocol, h, w, hw_range(self.backend.shape_range),
-                                      self.backend.size_multiple)
-        return protocol.run(np.ascontiguousarray(x, dtype=np.float32), self._infer)
+        return self.protocol_for(h, w, protocol).run(np.ascontiguousarray(x, dtype=np.float32), self._infer)
 
     def __call__(self, x):
         """Restore an image or a batch, returned as the same kind it came as:

@@ -170,3 +170,17 @@ def test_bench_bad_options(tmp_path, capsys):
         bench.main([str(static_onnx()), "--runs", "0"])
     assert e.value.code == 2
     assert bench.main([str(tmp_path / "x.onnx")]) == 2
+
+
+def test_check_tiles_both_sides_alike():
+    """A candidate that takes only 128 x 128 tiles a 100 x 140 image; the reference must run the same
+    tiles, or tiling differences would fail a correct model."""
+    from ast_deploy import Runner
+
+    reference = Runner(checkpoint(), config=TINY_CONFIG, protocol="pad:128")
+    candidate = Runner(static_onnx(), protocol="pad:128")
+    ref_fn, cand_fn = check.paired(reference, candidate)
+    x = np.random.default_rng(0).random((1, 3, 100, 140), dtype=np.float32)
+    assert str(candidate.protocol_for(100, 140)) == "tiles:128:32"
+    np.testing.assert_allclose(cand_fn(x), ref_fn(x), rtol=0, atol=1e-5)
+    assert np.abs(reference(x) - cand_fn(x)).max() > 1e-3  # what an unpaired comparison would see

@@ -93,6 +93,17 @@ def load_task_recipe(task: str | None):
         raise UsageError(f"cannot load the recipe of task {task!r}: {e}") from e
 
 
+def paired(reference, candidate):
+    """Both Runners as [1, 3, H, W] -> output callables that run each image with the same protocol:
+    when the candidate (an engine built for a size range) must tile an image, the reference tiles it
+    the same way, so the comparison measures the model, not the tiling."""
+    def protocol(x):
+        h, w = x.shape[2:]
+        return reference.protocol_for(h, w, candidate.protocol_for(h, w))
+
+    return (lambda x: reference.run_nchw(x, protocol(x))), (lambda x: candidate.run_nchw(x, protocol(x)))
+
+
 def write_outputs(report, args) -> None:
     from ..checks.report import write_json, write_junit
 
@@ -118,7 +129,7 @@ def main(argv=None) -> int:
         print(f"ast-check: error: {e}", file=sys.stderr)
         return 2
     try:
-        report = check_parity(reference, candidate, cases, tolerance, precision=args.precision,
+        report = check_parity(*paired(reference, candidate), cases, tolerance, precision=args.precision,
                               names=(args.reference, args.candidate))
     except Exception as e:  # a side that crashes or refuses an image fails the gate
         from ..checks.parity import CaseResult, ParityReport
