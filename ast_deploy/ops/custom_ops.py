@@ -1,8 +1,8 @@
 """The fused kernels as PyTorch custom ops, and the ``"triton"`` implementation of AST's two ops.
 
 ``torch.ops.ast.adaptive_sparse_attention`` / ``torch.ops.ast.partial_conv`` run the Triton kernel on
-CUDA tensors, the kernel under Triton's interpreter on CPU tensors when ``TRITON_INTERPRET=1``, and
-the reference otherwise; their fake implementations let ``torch.compile`` and ``torch.export`` trace
+CUDA tensors, the kernel under Triton's interpreter on CPU tensors when Triton runs in interpreter
+mode (``TRITON_INTERPRET=1`` before its import), and the reference otherwise; their fake implementations let ``torch.compile`` and ``torch.export`` trace
 through them as single nodes.
 
 The ``"triton"`` entries of ``ASSA_IMPLS`` / ``PARTIAL_CONV_IMPLS`` (what ``AST.set_ops_impl("triton")``
@@ -60,8 +60,9 @@ def _check_device(t: torch.Tensor, op: str) -> None:
     if not _use_kernel(t):
         raise RuntimeError(
             f"ops implementation 'triton' ({op}) got a tensor on {t.device}: the Triton kernels run on CUDA, or "
-            f"on the CPU under Triton's interpreter with {INTERPRET_ENV}=1 set in the environment (slow, for "
-            f"testing). Move the model to a GPU, set {INTERPRET_ENV}=1, or use set_ops_impl('reference').")
+            f"on the CPU under Triton's interpreter (slow, for testing), which needs {INTERPRET_ENV}=1 in the "
+            f"environment before triton is imported (e.g. when the process starts). Move the model to a GPU, "
+            f"start with {INTERPRET_ENV}=1, or use set_ops_impl('reference').")
 
 
 def assa_triton(q, kv, bias, mix, region_ids=None, *, num_heads: int, scale: float) -> torch.Tensor:
