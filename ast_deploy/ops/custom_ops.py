@@ -39,7 +39,7 @@ def adaptive_sparse_attention(q: torch.Tensor, kv: torch.Tensor, bias: torch.Ten
 
 @adaptive_sparse_attention.register_fake
 def _(q, kv, bias, mix, region_ids, num_heads, scale):
-    return torch.empty_like(q)
+    return torch.empty_like(q, memory_format=torch.contiguous_format)
 
 
 @torch.library.custom_op("ast::partial_conv", mutates_args=())
@@ -53,7 +53,7 @@ def partial_conv(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
 
 @partial_conv.register_fake
 def _(x, weight):
-    return torch.empty_like(x)
+    return torch.empty_like(x, memory_format=torch.contiguous_format)
 
 
 def _check_device(t: torch.Tensor, op: str) -> None:

@@ -80,7 +80,7 @@ def assa_triton_launch(q: torch.Tensor, kv: torch.Tensor, bias: torch.Tensor, mi
     q, kv, bias, mix = (t.contiguous() for t in (q, kv, bias, mix))
     if region_ids is not None:
         region_ids = region_ids.contiguous()
-    out = torch.empty_like(q)
+    out = torch.empty_like(q, memory_format=torch.contiguous_format)
     windows = q.shape[0]
     if windows == 0:
         return out

@@ -71,7 +71,7 @@ def partial_conv_triton_launch(x: torch.Tensor, weight: torch.Tensor, block_pixe
     if block_pixels is not None:
         spec = replace(spec, block_pixels=block_pixels)
     x, weight = x.contiguous(), weight.contiguous()
-    y = torch.empty_like(x)
+    y = torch.empty_like(x, memory_format=torch.contiguous_format)
     b, h, w, _ = x.shape
     num_pixels = b * h * w
     if num_pixels == 0:
