@@ -195,13 +195,15 @@ def test_triton_impl_refuses_cpu_without_interpreter(monkeypatch):
         get_impl(ASSA_IMPLS, "triton")(q, kv, bias, mix, None, num_heads=1, scale=0.1)
     with pytest.raises(RuntimeError, match="TRITON_INTERPRET=1"):
         get_impl(PARTIAL_CONV_IMPLS, "triton")(torch.zeros(1, 4, 4, 8), torch.zeros(2, 2, 3, 3))
-    # the custom op itself still runs (the reference) so tracing and export work on any machine
+    # the custom op itself still runs (the reference), so tracing and export work on any machine
     out = torch.ops.ast.adaptive_sparse_attention(q, kv, bias, mix, None, 1, 0.1)
     assert torch.allclose(out, assa_reference(q, kv, bias, mix, None, num_heads=1, scale=0.1))
 
 
 @needs_interpreter
 def test_custom_ops_pass_opcheck():
+    import ast_deploy.ops.custom_ops  # noqa: F401  registers torch.ops.ast.*
+
     q, kv, bias, mix, ids = assa_inputs(4, 16, 2, 8, 2)
     torch.library.opcheck(torch.ops.ast.adaptive_sparse_attention, (q, kv, bias, mix, ids, 2, 0.35))
     torch.library.opcheck(torch.ops.ast.partial_conv, (torch.randn(1, 5, 6, 8), torch.randn(2, 2, 3, 3)))
