@@ -207,6 +207,9 @@ def test_custom_ops_pass_opcheck():
     q, kv, bias, mix, ids = assa_inputs(4, 16, 2, 8, 2)
     torch.library.opcheck(torch.ops.ast.adaptive_sparse_attention, (q, kv, bias, mix, ids, 2, 0.35))
     torch.library.opcheck(torch.ops.ast.partial_conv, (torch.randn(1, 5, 6, 8), torch.randn(2, 2, 3, 3)))
+    # a non-contiguous view: the output is contiguous anyway, and the fake implementation must agree
+    x = torch.randn(1, 8, 5, 6).permute(0, 2, 3, 1)
+    torch.library.opcheck(torch.ops.ast.partial_conv, (x, torch.randn(2, 2, 3, 3)))
 
 
 @needs_interpreter
