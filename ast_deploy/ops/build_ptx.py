@@ -61,7 +61,8 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m ast_deploy.ops.build_ptx", description=__doc__.split("\n\n")[0])
     parser.add_argument("--arch", required=True, help="comma-separated SM versions, e.g. 87,89,90")
     parser.add_argument("--out", required=True, type=Path)
-    parser.add_argument("--model", default="AST_B", help="AST_B, AST_T, or AST constructor keywords as JSON (text or file)")
+    parser.add_argument("--model", default="AST_B",
+                        help="AST_B, AST_T, or AST constructor keywords as JSON (text or file)")
     parser.add_argument("--dtypes", default="fp32,fp16")
     parser.add_argument("--ops", default=",".join(OPS))
     parser.add_argument("--match", default=None, help="only kernels whose name matches this regex")

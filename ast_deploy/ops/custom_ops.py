@@ -2,8 +2,8 @@
 
 ``torch.ops.ast.adaptive_sparse_attention`` / ``torch.ops.ast.partial_conv`` run the Triton kernel on
 CUDA tensors, the kernel under Triton's interpreter on CPU tensors when Triton runs in interpreter
-mode (``TRITON_INTERPRET=1`` before its import), and the reference otherwise; their fake implementations let ``torch.compile`` and ``torch.export`` trace
-through them as single nodes.
+mode (``TRITON_INTERPRET=1`` before its import), and the reference otherwise. Their fake
+implementations let ``torch.compile`` and ``torch.export`` trace through them as single nodes.
 
 The ``"triton"`` entries of ``ASSA_IMPLS`` / ``PARTIAL_CONV_IMPLS`` (what ``AST.set_ops_impl("triton")``
 selects) refuse to fall back silently: on a CPU tensor without the interpreter they raise.
