@@ -33,7 +33,7 @@ from conftest import TINY_CONFIG  # noqa: E402
 
 def test_plugin_names():
     assert pd.plugin_id(pd.ASSA) == "ast::AdaptiveSparseAttention"
-    assert pd.plugin_id(pd.ASSA_MASKED) == "ast::AdaptiveSparseAttentionMasked"
+    assert pd.plugin_id(pd.ASSA_SHIFTED) == "ast::AdaptiveSparseAttentionShifted"
     assert pd.plugin_id(pd.PARTIAL_CONV) == "ast::PartialConv"
     assert pd.PLUGIN_VERSION == "1"
 
@@ -43,7 +43,7 @@ def test_type_combinations_tie_q_kv_and_output():
     assert len(combos) == 8 and len({tuple(c) for c in combos}) == 8
     for q, kv, bias, mix, out in combos:
         assert q == kv == out and q in ("FP32", "FP16") and {bias, mix} <= {"FP32", "FP16"}
-    masked = pd.expand_combinations(pd.type_combinations(pd.ASSA_MASKED)[0])
+    masked = pd.expand_combinations(pd.type_combinations(pd.ASSA_SHIFTED)[0])
     assert len(masked) == 24 and {c[4] for c in masked} == {"FP32", "FP16", "INT32"}
     assert all(len(c) == 6 and c[0] == c[1] == c[5] for c in masked)
     conv = pd.expand_combinations(pd.type_combinations(pd.PARTIAL_CONV)[0])
@@ -344,15 +344,15 @@ def test_plugins_register_through_tensorrt_plugin_api(fake_trt):
     registry, compiled = fake_trt
     assert trt_plugins.register_plugins() is True
     assert trt_plugins.register_plugins() is True  # idempotent: nothing registered twice
-    assert set(registry) == {"ast::AdaptiveSparseAttention", "ast::AdaptiveSparseAttentionMasked", "ast::PartialConv"}
+    assert set(registry) == {"ast::AdaptiveSparseAttention", "ast::AdaptiveSparseAttentionShifted", "ast::PartialConv"}
     for entry in registry.values():
         assert {"register", "aot_impl", "autotune"} <= set(entry)
     assert registry["ast::AdaptiveSparseAttention"]["attrs"] == {"num_heads": int, "scale": float}
-    assert registry["ast::AdaptiveSparseAttentionMasked"]["tensors"][-1] == "region_ids"
+    assert registry["ast::AdaptiveSparseAttentionShifted"]["tensors"][-1] == "region_ids"
 
     q, kv = FakeDesc(("Bw", 64, 64), "HALF"), FakeDesc(("Bw", 64, 128), "HALF")
     bias, mix, ids = FakeDesc((2, 64, 64), "FLOAT"), FakeDesc((2,), "FLOAT"), FakeDesc(("nW", 64), "FLOAT")
-    masked = registry["ast::AdaptiveSparseAttentionMasked"]
+    masked = registry["ast::AdaptiveSparseAttentionShifted"]
     out = masked["register"](q, kv, bias, mix, ids, 2, 0.25)
     assert [e.value for e in out.shape_expr] == ["Bw", 64, 64] and out.dtype.name == "HALF"
     with pytest.raises(ValueError, match="num_heads"):
@@ -433,7 +433,7 @@ def test_plugins_register_with_tensorrt():
 
     assert register_plugins() is True and register_plugins() is True
     registry = trt.get_plugin_registry()
-    for name in (pd.ASSA, pd.ASSA_MASKED, pd.PARTIAL_CONV):
+    for name in (pd.ASSA, pd.ASSA_SHIFTED, pd.PARTIAL_CONV):
         assert registry.get_creator(name, pd.PLUGIN_VERSION, pd.NAMESPACE) is not None
 
 
@@ -483,7 +483,7 @@ def test_aot_plugins_match_reference_in_an_engine(dtype, tol):
     ids = torch.randint(0, 3, (8, 64), generator=g).float().cuda()
 
     def assa_layer(network, t):
-        make = trtp.op.ast.AdaptiveSparseAttentionMasked(*t, num_heads=heads, scale=d ** -0.5)
+        make = trtp.op.ast.AdaptiveSparseAttentionShifted(*t, num_heads=heads, scale=d ** -0.5)
         return network.add_plugin_v3(*make(trt.QuickPluginCreationRequest.STRICT_AOT))
 
     out = _run_plugin_engine(assa_layer, dict(q=q, kv=kv, bias=bias, mix=mix, region_ids=ids), q.shape, dtype)

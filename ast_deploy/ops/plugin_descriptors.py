@@ -7,7 +7,7 @@ pointers, matching the kernels' argument order).
 
 ``tensorrt.plugin`` takes a fixed number of input tensors per plugin (no optional inputs, no
 defaults), so the attention is two plugins: ``AdaptiveSparseAttention`` with 4 inputs and
-``AdaptiveSparseAttentionMasked`` with region_ids as a 5th.
+``AdaptiveSparseAttentionShifted`` with region_ids as a 5th.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from .kernel_specs import AssaSpec, PartialConvSpec
 
 NAMESPACE = "ast"
 ASSA = "AdaptiveSparseAttention"
-ASSA_MASKED = "AdaptiveSparseAttentionMasked"
+ASSA_SHIFTED = "AdaptiveSparseAttentionShifted"
 PARTIAL_CONV = "PartialConv"
 PLUGIN_VERSION = "1"
 
@@ -45,7 +45,7 @@ def type_combinations(name: str) -> list[str]:
     io, aux = "FP32|FP16", "FP32*FP16"
     if name == ASSA:
         return [", ".join([io, io, aux, aux, io])]
-    if name == ASSA_MASKED:
+    if name == ASSA_SHIFTED:
         return [", ".join([io, io, aux, aux, "FP32*FP16*INT32", io])]
     if name == PARTIAL_CONV:
         return [", ".join([io, aux, io])]

@@ -3,7 +3,7 @@
 ``register_plugins()`` registers three plugins in the ``ast`` namespace (version "1"):
 
 - ``ast::AdaptiveSparseAttention``       (q, kv, bias, mix; num_heads: int, scale: float) -> like q
-- ``ast::AdaptiveSparseAttentionMasked`` (q, kv, bias, mix, region_ids; num_heads, scale) -> like q
+- ``ast::AdaptiveSparseAttentionShifted`` (q, kv, bias, mix, region_ids; num_heads, scale) -> like q
 - ``ast::PartialConv``                   (x, weight) -> like x
 
 Each has an ``aot_impl`` only: when the engine is built, the Triton kernel is compiled to PTX for the
@@ -105,14 +105,14 @@ def _define(trtp) -> None:
                           outputs: Tuple[Desc]) -> List[trtp.AutoTuneCombination]:
             return combinations(pd.ASSA)
 
-    if not _already_defined(trtp, pd.ASSA_MASKED):
-        @trtp.register(pd.plugin_id(pd.ASSA_MASKED))
+    if not _already_defined(trtp, pd.ASSA_SHIFTED):
+        @trtp.register(pd.plugin_id(pd.ASSA_SHIFTED))
         def assa_masked_desc(q: Desc, kv: Desc, bias: Desc, mix: Desc, region_ids: Desc, num_heads: int,
                              scale: float) -> Desc:
             pd.check_assa_shapes(_dims(q), _dims(kv), _dims(bias), _dims(mix), _dims(region_ids), num_heads)
             return q.like()
 
-        @trtp.aot_impl(pd.plugin_id(pd.ASSA_MASKED))
+        @trtp.aot_impl(pd.plugin_id(pd.ASSA_SHIFTED))
         def assa_masked_aot(q: Desc, kv: Desc, bias: Desc, mix: Desc, region_ids: Desc, num_heads: int,
                             scale: float, outputs: Tuple[Desc], tactic: int) -> AotResult:
             spec = pd.assa_spec(_dims(q), num_heads, scale, _dtype(q), _dtype(bias), _dtype(mix),
@@ -120,10 +120,10 @@ def _define(trtp) -> None:
             grid, scalars = pd.assa_launch(spec, q.shape_expr[0], region_ids.shape_expr[0])
             return _launch(trtp, _kernel(spec), grid, scalars)
 
-        @trtp.autotune(pd.plugin_id(pd.ASSA_MASKED))
+        @trtp.autotune(pd.plugin_id(pd.ASSA_SHIFTED))
         def assa_masked_autotune(q: Desc, kv: Desc, bias: Desc, mix: Desc, region_ids: Desc,
                                  outputs: Tuple[Desc]) -> List[trtp.AutoTuneCombination]:
-            return combinations(pd.ASSA_MASKED)
+            return combinations(pd.ASSA_SHIFTED)
 
     if not _already_defined(trtp, pd.PARTIAL_CONV):
         @trtp.register(pd.plugin_id(pd.PARTIAL_CONV))
