@@ -214,10 +214,12 @@ def test_custom_ops_pass_opcheck():
 
 @needs_interpreter
 def test_tiny_model_with_kernels_matches_reference(tiny_model):
+    from ast_deploy import Runner
+
     x = torch.rand(1, 3, 128, 128, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         ref = tiny_model(x)
-        out = tiny_model.set_ops_impl(assa="triton", partial_conv="triton")(x)
+    out = Runner(tiny_model, protocol="none", kernels="triton")(x)
     # the model adds its input back: compare what the network computed
     assert rel_err(out - x, ref - x) < 1e-4
 
