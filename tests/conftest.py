@@ -6,6 +6,11 @@ import numpy as np
 import pytest
 import torch
 
+# Triton fixes interpreted-or-compiled when first imported: without a GPU, its kernels can only run
+# interpreted, so decide before any test module imports it (tests/test_kernels.py relies on this).
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
 REPO = Path(__file__).resolve().parents[1]
 PARITY = Path(os.environ.get("AST_PARITY_DIR", REPO.parent / "shared" / "parity"))
 
