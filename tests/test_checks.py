@@ -1,8 +1,10 @@
 """The parity gate's pieces: metrics (against scikit-image and closed forms), generated images,
 tolerances, judging, reports, benchmark statistics."""
 
+import dataclasses
 import json
 import math
+import types
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
@@ -68,9 +70,17 @@ def test_tolerances_from_recipe_or_defaults():
     assert tolerance_for("fp16") == DEFAULT_TOLERANCES["fp16"] == Tolerance(45.0)
     assert tolerance_for("int8").psnr_min == 35 and tolerance_for("fp32").psnr_min == 60
     recipe = {"tolerances": {"fp16": {"psnr": 42, "ssim_min": 0.99, "atol": 0.05}, "int8": 33}}
-    assert tolerance_for("fp16", recipe) == Tolerance(42.0, 0.99, 0.05, None)
+    assert tolerance_for("fp16", recipe) == Tolerance(42.0, 0.99, 0.05, None, None)
     assert tolerance_for("int8", recipe) == Tolerance(33.0)
     assert tolerance_for("fp32", recipe) == DEFAULT_TOLERANCES["fp32"]
+    # The export recipes' form: an object with tolerances = {precision: Tolerance(psnr_db, max_rel)}.
+    @dataclasses.dataclass(frozen=True)
+    class ExportTolerance:
+        psnr_db: float
+        max_rel: float
+
+    export_recipe = types.SimpleNamespace(tolerances={"fp16": ExportTolerance(44.0, 2e-2)})
+    assert tolerance_for("fp16", export_recipe) == Tolerance(44.0, max_rel=2e-2)
     with pytest.raises(ValueError, match="unknown tolerance 'lpips'"):
         tolerance_for("fp16", {"tolerances": {"fp16": {"lpips": 0.1}}})
     with pytest.raises(ValueError, match="precision must be one of"):
@@ -84,6 +94,8 @@ def test_judge_applies_every_limit():
     assert judge("a", ref, off, Tolerance(60)).failures == ["PSNR 50.46 dB < 60 dB"]
     assert judge("a", ref, off, Tolerance(45)).passed
     assert "max abs error" in judge("a", ref, off, Tolerance(45, max_abs=0.001)).failures[0]
+    assert "relative error" in judge("a", ref, off, Tolerance(45, max_rel=1e-3)).failures[0]
+    assert judge("a", ref, off, Tolerance(45, max_rel=1e-2)).passed
     assert "SSIM" in judge("a", ref, np.clip(ref + 0.1, 0, 1), Tolerance(0, ssim_min=0.999)).failures[0]
     assert "shapes differ" in judge("a", ref, ref[:, :16], Tolerance(0)).failures[0]
     nan = ref.copy()

@@ -57,6 +57,8 @@ def judge(name: str, ref_out: np.ndarray, cand_out: np.ndarray, tol: Tolerance,
         failures.append(f"SSIM {metrics['ssim']:.5f} < {tol.ssim_min:g}")
     if tol.max_abs is not None and metrics["max_abs"] > tol.max_abs:
         failures.append(f"max abs error {metrics['max_abs']:.3g} > {tol.max_abs:g}")
+    if tol.max_rel is not None and metrics["rel"] > tol.max_rel:
+        failures.append(f"relative error {metrics['rel']:.3g} > {tol.max_rel:g}")
     gt = None
     if target is not None:
         ref_c, cand_c = np.clip(ref_out, 0, 1), np.clip(cand_out, 0, 1)
