@@ -244,7 +244,7 @@ def test_plugins_modes():
     assert fallback["used"] is False and "local functions" in fallback["detail"]
     assert resolve_plugins("on", ops, register=lambda: True) == {
         "requested": "on", "used": True, "ops": ops, "detail": "registered: TensorRT uses the AST plugins"}
-    with pytest.raises(PluginError, match="tensorrt.plugin is unavailable.*--plugins auto or off"):
+    with pytest.raises(PluginError, match="tensorrt.plugin with ahead-of-time plugins is unavailable.*--plugins auto or off"):
         resolve_plugins("on", ops, register=lambda: False)
 
     def missing():

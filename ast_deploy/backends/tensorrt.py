@@ -41,9 +41,9 @@ def explain_deserialize_failure(path, sidecar: dict | None, current: Target) -> 
                 f"the TensorRT version and GPU model they were built for: rebuild it here with ast-build {onnx}.")
     plugins = sidecar.get("plugins") or {}
     if plugins.get("used"):
-        return (f"{head} It was built here ({here}) with the AST plugins ({', '.join(plugins.get('ops', []))}), "
-                "so they must be registered to load it (ast_deploy.ops.trt_plugins); otherwise the file is damaged: "
-                f"rebuild it with ast-build {onnx}.")
+        return (f"{head} It was built for this TensorRT and GPU ({here}) with the AST plugins "
+                f"({', '.join(plugins.get('ops', []))}): if registering them failed here (see the log above), "
+                f"that is the cause; otherwise the file is damaged: rebuild it with ast-build {onnx}.")
     return f"{head} It was built for this TensorRT and GPU ({here}), so the file is damaged: rebuild it with ast-build {onnx}."
 
 

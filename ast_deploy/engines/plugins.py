@@ -38,7 +38,7 @@ def resolve_plugins(mode: str, plugin_ops, register: Callable[[], bool] | None =
         return record | {"detail": "the ONNX has no AST plugin nodes"}
     try:
         ok = (register or _register_ast_plugins)()
-        why = "" if ok else "tensorrt.plugin is unavailable (it needs TensorRT >= 10.6; JetPack 6 ships 10.3)"
+        why = "" if ok else "tensorrt.plugin with ahead-of-time plugins is unavailable (TensorRT >= 10.9; JetPack 6 ships 10.3)"
     except ImportError as e:
         ok, why = False, f"the plugin module cannot be imported ({e})"
     except Exception as e:
