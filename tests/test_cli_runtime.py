@@ -145,6 +145,12 @@ def test_restore_usage(tmp_path, capsys):
     assert e.value.code == 2
     code = restore.main([str(tmp_path / "missing.png"), "-o", str(tmp_path / "o"), "--onnx", str(static_onnx())])
     assert code == 1 and "missing.png: no such file or folder" in capsys.readouterr().err
+    try:
+        import tensorrt  # noqa: F401
+    except (ImportError, OSError):
+        (tmp_path / "m.plan").write_bytes(b"not an engine")
+        assert restore.main([str(tmp_path), "-o", str(tmp_path / "o"), "--engine", str(tmp_path / "m.plan")]) == 2
+        assert "TensorRT is not installed" in capsys.readouterr().err
 
 
 # ---------------------------------------------------------------- ast-bench

@@ -80,19 +80,6 @@ def synthetic_cases(sizes: str, seed: int):
     return [Case(f"synthetic-{h}x{w}-seed{seed + i}", synthetic_image(h, w, seed + i)) for i, (h, w) in enumerate(parsed)]
 
 
-def load_task_recipe(task: str | None):
-    if task is None:
-        return None
-    try:
-        from ..export.recipes import load_recipe
-    except ImportError:
-        return None
-    try:
-        return load_recipe(task)
-    except Exception as e:
-        raise UsageError(f"cannot load the recipe of task {task!r}: {e}") from e
-
-
 def paired(reference, candidate):
     """Both Runners as [1, 3, H, W] -> output callables that run each image with the same protocol:
     when the candidate (an engine built for a size range) must tile an image, the reference tiles it
@@ -118,11 +105,12 @@ def main(argv=None) -> int:
     from ..checks.parity import check_parity
     from ..checks.report import text_table
     from ..checks.tolerances import tolerance_for
+    from ..recipe_lookup import task_recipe
 
     try:
         cases = (image_cases(args.images) if args.images else []) + (
             synthetic_cases(args.sizes or DEFAULT_SIZES, args.seed) if args.sizes or not args.images else [])
-        tolerance = tolerance_for(args.precision, load_task_recipe(args.task))
+        tolerance = tolerance_for(args.precision, task_recipe(args.task))
         reference = open_runner(args.reference, args)
         candidate = open_runner(args.candidate, args)
     except UsageError as e:

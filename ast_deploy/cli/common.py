@@ -35,16 +35,17 @@ def load_config(text: str | None) -> dict | None:
 def open_runner(source, args: argparse.Namespace):
     """A Runner for ``source`` (checkpoint, .onnx or engine) with the task / config / protocol / device
     options; a missing or unreadable model is a UsageError."""
+    from ..backends import BackendError
+    from ..engines.target import TensorRTNotInstalled
     from ..runner import Runner
 
     if not Path(source).exists():
         raise UsageError(f"{source}: no such file")
+    config = load_config(args.config)
     try:
-        return Runner(source, task=args.task, protocol=args.protocol, device=args.device,
-                      config=load_config(args.config))
-    except UsageError:
-        raise
-    except (OSError, ValueError) as e:  # CheckpointError is a ValueError; so are bad tasks and protocols
+        return Runner(source, task=args.task, protocol=args.protocol, device=args.device, config=config)
+    # CheckpointError is a ValueError, so are bad tasks and protocols; engines need TensorRT and a GPU
+    except (OSError, ValueError, BackendError, TensorRTNotInstalled) as e:
         raise UsageError(f"cannot open {source}: {e}") from e
 
 

@@ -12,6 +12,7 @@ import os
 import time
 from pathlib import Path
 
+from ..recipe_lookup import RecipeUnavailable, task_recipe
 from .cache import cache_key, default_engine_path, is_cached, sidecar_content, write_engine
 from .onnx_info import OnnxInfo, inspect_onnx
 from .plugins import resolve_plugins
@@ -24,19 +25,14 @@ OPT_LEVELS = range(0, 6)  # IBuilderConfig.builder_optimization_level: 0..5, Ten
 
 
 def _recipe(recipe, task: str | None):
-    """A recipe object as given, or loaded by task name (``recipe`` if a string, else the ONNX's task)."""
+    """A recipe object as given, or loaded by task name: ``recipe`` if a string (required to load),
+    else the ONNX's own task (a missing recipe then just means no profile from it)."""
     if recipe is not None and not isinstance(recipe, str):
         return recipe
-    name = recipe or task
-    if name is None:
-        return None
     try:
-        from ..export.recipes import load_recipe
-    except ImportError:
-        if recipe is not None:
-            raise ProfileError(f"recipe {recipe!r} asked for, but ast_deploy.export.recipes is not available") from None
-        return None
-    return load_recipe(name)
+        return task_recipe(recipe or task, required=recipe is not None)
+    except RecipeUnavailable as e:
+        raise ProfileError(str(e)) from None
 
 
 def resolve_profile(info: OnnxInfo, shapes=None, recipe=None) -> ShapeProfile:
