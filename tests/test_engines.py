@@ -389,3 +389,22 @@ def test_task_recipe_lookup(monkeypatch, caplog):
     with pytest.raises(ProfileError, match="cannot load the recipe of task 'dehaze'"):
         resolve_profile(info(), None, "dehaze")
     assert resolve_profile(info((1, 3, 256, 256), {"ast.task": "dehaze"})) == ShapeProfile.static((1, 3, 256, 256))
+
+
+def test_onnx_hash_covers_external_weights(tmp_path):
+    import numpy as np
+    from onnx import numpy_helper
+
+    def save(weight_value):
+        x = helper.make_tensor_value_info("image", TensorProto.FLOAT, ["batch", 3, "h", "w"])
+        y = helper.make_tensor_value_info("restored", TensorProto.FLOAT, ["batch", 3, "h", "w"])
+        weight = numpy_helper.from_array(np.full((3, 1, 1), weight_value, np.float32), "w")
+        graph = helper.make_graph([helper.make_node("Mul", ["image", "w"], ["restored"])], "g", [x], [y], [weight])
+        (tmp_path / "m.weights").unlink(missing_ok=True)  # onnx.save appends to an existing data file
+        onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(tmp_path / "m.onnx"),
+                  save_as_external_data=True, location="m.weights", size_threshold=0)
+        return inspect_onnx(tmp_path / "m.onnx").sha256
+
+    first = save(1.0)
+    assert (tmp_path / "m.weights").is_file()
+    assert save(1.0) == first and save(2.0) != first

@@ -12,12 +12,25 @@ from ..backends.base import DEFAULT_SIZE_MULTIPLE
 PLUGIN_NAMESPACE = "ast"
 
 
-def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+def file_sha256(*paths: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    """SHA-256 of the files' contents, in order (a model and its external-data files)."""
     digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            digest.update(block)
+    for path in paths:
+        with open(path, "rb") as f:
+            while block := f.read(chunk):
+                digest.update(block)
     return digest.hexdigest()
+
+
+def external_data_files(model, directory: Path) -> list[Path]:
+    """The files holding the initializers a model keeps outside its .onnx (models over 2 GB)."""
+    from onnx.external_data_helper import uses_external_data
+
+    locations = set()
+    for tensor in model.graph.initializer:
+        if uses_external_data(tensor):
+            locations |= {e.value for e in tensor.external_data if e.key == "location"}
+    return [directory / loc for loc in sorted(locations)]
 
 
 @dataclass(frozen=True)
@@ -60,5 +73,6 @@ def inspect_onnx(path: str | os.PathLike) -> OnnxInfo:
     plugin_ops = sorted({n.op_type for n in model.graph.node
                          if n.domain == PLUGIN_NAMESPACE
                          or any(a.name == "plugin_namespace" for a in n.attribute)})
-    return OnnxInfo(path=path, sha256=file_sha256(path), input_name=inputs[0].name, input_dims=dims,
+    digest = file_sha256(path, *external_data_files(model, path.parent))  # weights are part of the engine
+    return OnnxInfo(path=path, sha256=digest, input_name=inputs[0].name, input_dims=dims,
                     metadata={p.key: p.value for p in model.metadata_props}, plugin_ops=tuple(plugin_ops))
