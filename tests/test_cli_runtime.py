@@ -190,3 +190,23 @@ def test_check_tiles_both_sides_alike():
     assert str(candidate.protocol_for(100, 140)) == "tiles:128:32"
     np.testing.assert_allclose(cand_fn(x), ref_fn(x), rtol=0, atol=1e-5)
     assert np.abs(reference(x) - cand_fn(x)).max() > 1e-3  # what an unpaired comparison would see
+
+
+# ---------------------------------------------------------------- on a TensorRT machine with a GPU
+
+@pytest.mark.tensorrt
+@pytest.mark.gpu
+def test_check_and_bench_a_tensorrt_engine(tmp_path, capsys):
+    from ast_deploy.engines import build_engine
+
+    shapes = "1x3x128x128:1x3x128x128:2x3x256x256"
+    good = build_engine(dynamic_onnx(), tmp_path / "good.plan", shapes=shapes, plugins="off")
+    bad = build_engine(damaged_copy(dynamic_onnx(), tmp_path / "bad.onnx"), tmp_path / "bad.plan", shapes=shapes,
+                       plugins="off")
+    common = ["--config", CONFIG, "--protocol", "pad:128", "--sizes", "128x128,100x140,300x200"]
+    assert check.main([str(checkpoint()), str(good), *common]) == 0  # 300 x 200 runs as tiles on both sides
+    assert check.main([str(checkpoint()), str(bad), *common]) == 1
+    out = tmp_path / "bench.json"
+    assert bench.main([str(good), "--sizes", "256x256", "--runs", "3", "--json", str(out)]) == 0
+    (row,) = json.loads(out.read_text())
+    assert row["backend"] == "tensorrt:good.plan" and row["peak_gpu_mb"] > 0
