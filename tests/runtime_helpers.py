@@ -23,6 +23,14 @@ _TMP = tempfile.TemporaryDirectory(prefix="ast-runtime-tests-")
 TMP = Path(_TMP.name)
 
 
+def have_tensorrt() -> bool:
+    try:
+        import tensorrt  # noqa: F401
+        return True
+    except (ImportError, OSError):
+        return False
+
+
 @functools.cache
 def image_model():
     from ast_deploy.model import AST

@@ -8,11 +8,30 @@ import pytest
 from ast_deploy.backends import BackendError, ShapeError, backend_kind, open_backend
 from ast_deploy.backends.onnxrt import OnnxRuntimeBackend, SessionFromOnnx, shape_range_from_dims
 from ast_deploy.engines.target import Target, TensorRTNotInstalled
-from runtime_helpers import TMP, dynamic_onnx, image_model, onnx, set_metadata, static_onnx, torch_infer
+from runtime_helpers import TMP, dynamic_onnx, have_tensorrt, image_model, onnx, set_metadata, static_onnx, torch_infer
 
 
 def images(shape, seed=0):
     return np.random.default_rng(seed).random(shape, dtype=np.float32)
+
+
+def assert_threads_agree_with_sequential(backend, n: int):
+    """Run ``n`` different batches on one backend from ``n`` threads at once; each thread must get
+    what a sequential run gives for its batch."""
+    batches = [images((1, 3, 128, 128), seed=s) for s in range(n)]
+    sequential = [backend.infer(b) for b in batches]
+    results = [None] * n
+
+    def work(i):
+        results[i] = backend.infer(batches[i])
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for got, want in zip(results, sequential):
+        np.testing.assert_allclose(got, want, rtol=0, atol=1e-6)
 
 
 # ---------------------------------------------------------------- ONNX Runtime
@@ -62,20 +81,7 @@ def test_shape_range_from_dims():
 
 def test_ort_backend_is_thread_safe():
     backend = OnnxRuntimeBackend(dynamic_onnx(), providers="cpu", intra_op_threads=1)
-    batches = [images((1, 3, 128, 128), seed=s) for s in range(6)]
-    sequential = [backend.infer(b) for b in batches]
-    results = [None] * len(batches)
-
-    def work(i):
-        results[i] = backend.infer(batches[i])
-
-    threads = [threading.Thread(target=work, args=(i,)) for i in range(len(batches))]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    for got, want in zip(results, sequential):
-        np.testing.assert_allclose(got, want, rtol=0, atol=1e-6)
+    assert_threads_agree_with_sequential(backend, n=6)
 
 
 def test_ort_cuda_that_does_not_start_falls_back_quietly(monkeypatch, capfd, caplog):
@@ -119,11 +125,8 @@ def test_backend_kind_and_dispatch(tmp_path):
 # ---------------------------------------------------------------- TensorRT without TensorRT
 
 def test_tensorrt_backend_without_tensorrt_says_so(tmp_path):
-    try:
-        import tensorrt  # noqa: F401
+    if have_tensorrt():
         pytest.skip("TensorRT is importable here")
-    except (ImportError, OSError):
-        pass
     with pytest.raises(TensorRTNotInstalled, match="TensorRT is not installed.*JetPack.*pip install tensorrt"):
         open_backend(tmp_path / "model.plan")
 
@@ -176,17 +179,7 @@ def test_tensorrt_backend_matches_onnxruntime(tiny_engine):
 def test_tensorrt_backend_serializes_threads(tiny_engine):
     from ast_deploy.backends.tensorrt import TensorRTBackend
 
-    backend = TensorRTBackend(tiny_engine)
-    batches = [images((1, 3, 128, 128), seed=s) for s in range(4)]
-    sequential = [backend.infer(b) for b in batches]
-    results = [None] * 4
-    threads = [threading.Thread(target=lambda i=i: results.__setitem__(i, backend.infer(batches[i]))) for i in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    for got, want in zip(results, sequential):
-        np.testing.assert_allclose(got, want, rtol=0, atol=1e-6)
+    assert_threads_agree_with_sequential(TensorRTBackend(tiny_engine), n=4)
 
 
 @pytest.mark.tensorrt

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ast_deploy.bench import latency_stats, peak_rss_bytes, reset_peak_rss
+from ast_deploy.bench import latency_stats
 from ast_deploy.checks import Case, check_parity, parse_sizes, psnr, rel_error, ssim, synthetic_image, tolerance_for
 from ast_deploy.checks.metrics import max_abs_error
 from ast_deploy.checks.parity import judge

@@ -7,7 +7,7 @@ from PIL import Image
 
 from ast_deploy.cli import bench, check, restore
 from conftest import TINY_CONFIG
-from runtime_helpers import TMP, checkpoint, damaged_copy, dynamic_onnx, static_onnx, torch_infer
+from runtime_helpers import checkpoint, damaged_copy, dynamic_onnx, have_tensorrt, static_onnx, torch_infer
 
 CONFIG = json.dumps(TINY_CONFIG)
 
@@ -145,9 +145,7 @@ def test_restore_usage(tmp_path, capsys):
     assert e.value.code == 2
     code = restore.main([str(tmp_path / "missing.png"), "-o", str(tmp_path / "o"), "--onnx", str(static_onnx())])
     assert code == 1 and "missing.png: no such file or folder" in capsys.readouterr().err
-    try:
-        import tensorrt  # noqa: F401
-    except (ImportError, OSError):
+    if not have_tensorrt():
         (tmp_path / "m.plan").write_bytes(b"not an engine")
         assert restore.main([str(tmp_path), "-o", str(tmp_path / "o"), "--engine", str(tmp_path / "m.plan")]) == 2
         assert "TensorRT is not installed" in capsys.readouterr().err

@@ -16,14 +16,7 @@ from ast_deploy.engines.onnx_info import OnnxInfo, inspect_onnx
 from ast_deploy.engines.plugins import PluginError, resolve_plugins
 from ast_deploy.engines.profile import ProfileError, ShapeProfile, profile_from_recipe
 from ast_deploy.engines.target import Target, TensorRTNotInstalled
-
-
-def have_tensorrt() -> bool:
-    try:
-        import tensorrt  # noqa: F401
-        return True
-    except (ImportError, OSError):
-        return False
+from runtime_helpers import have_tensorrt
 
 
 def tiny_onnx(path: Path, dims=("batch", 3, "h", "w"), plugin_node=False, **metadata) -> Path:
