@@ -51,6 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--resume", help="start from this checkpoint (its steps are added to the record)")
     args = p.parse_args(argv)
 
     import torch
@@ -64,6 +65,13 @@ def main(argv: list[str] | None = None) -> int:
     torch.manual_seed(args.seed)
     rng = np.random.default_rng(args.seed)
     model = AST(**DEMO_CONFIG)
+    previous = {}
+    if args.resume:
+        from ..model import load_checkpoint
+
+        load_checkpoint(model, args.resume)
+        record_path = Path(args.resume).with_suffix(".json")
+        previous = json.loads(record_path.read_text()) if record_path.is_file() else {}
     if args.crop % model.size_multiple:
         p.error(f"--crop must be a multiple of {model.size_multiple}")
     photos = [load_photo(name) for name in TRAIN]
@@ -104,14 +112,18 @@ def main(argv: list[str] | None = None) -> int:
     result = evaluate_held_out(model, model.size_multiple)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"epoch": step, "state_dict": model.state_dict()}, out)
+    total_steps = step + previous.get("total_steps", previous.get("steps", 0))
+    torch.save({"epoch": total_steps, "state_dict": model.state_dict()}, out)
     record = dict(
         task="derain",
         config=DEMO_CONFIG,
         size_multiple=model.size_multiple,
         parameters=sum(p.numel() for p in model.parameters()),
         command="python -m ast_deploy.demo.train " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:])),
-        steps=step, batch=args.batch, crop=args.crop, seed=args.seed, threads=args.threads,
+        steps=step, total_steps=total_steps,
+        previous_runs=previous.get("previous_runs", []) + ([{k: previous[k] for k in ("command", "steps", "train_seconds")}]
+                                                            if previous else []),
+        batch=args.batch, crop=args.crop, seed=args.seed, threads=args.threads,
         train_seconds=round(train_seconds, 1), torch=torch.__version__,
         data="synthetic rain (ast_deploy.demo.rain) over scikit-image photographs; "
              "train: " + ", ".join(TRAIN) + "; held out: see held_out",
