@@ -229,6 +229,28 @@ def apply_fp16(model: onnx.ModelProto, decisions: dict[str, NodeDecision]) -> tu
     return model, len(casts)
 
 
+def _apply_checked(model: onnx.ModelProto, decisions: dict[str, NodeDecision]) -> tuple[onnx.ModelProto, int]:
+    """:func:`apply_fp16`, then a full type check. A local function whose body does not type-check
+    with FP16 inputs (a float constant not routed through CastLike) sends its calls back to FP32."""
+    functions = local_functions(model)
+    for _ in range(len(functions) + 1):
+        converted, n_casts = apply_fp16(model, decisions)
+        try:
+            onnx.checker.check_model(converted, full_check=True)
+            return converted, n_casts
+        except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as e:
+            message = str(e)
+            culprits = {name for (domain, name) in functions if f"(op_type:{name}," in message}
+            calls = [n for n in model.graph.node if n.op_type in culprits and
+                     decisions[n.name].precision == "fp16" and (n.domain, n.op_type) in functions]
+            if not calls:
+                raise
+            for n in calls:
+                decisions[n.name].precision = "fp32"
+                decisions[n.name].reason = "its function body does not type-check with FP16 inputs"
+    raise RuntimeError("FP16 conversion did not converge on a type-correct model")
+
+
 def _retype_attributes(node: onnx.NodeProto) -> None:
     """Attributes that carry the float type themselves (Cast's ``to``, constants' values)."""
     for attr in node.attribute:
@@ -257,8 +279,7 @@ def convert_fp16(onnx_in: str | os.PathLike | onnx.ModelProto, onnx_out: str | o
     ranges = collect_ranges(model, calib, use_cache=use_cache)
     decisions = plan_fp16(model, ranges, threshold=threshold, fp32_op_types=fp32_op_types,
                           nodes_to_exclude=set(nodes_to_exclude))
-    converted, n_casts = apply_fp16(model, decisions)
-    onnx.checker.check_model(converted)
+    converted, n_casts = _apply_checked(model, decisions)
     Path(onnx_out).parent.mkdir(parents=True, exist_ok=True)
     onnx.save(converted, str(onnx_out))
     counts = {p: sum(d.precision == p for d in decisions.values()) for p in ("fp16", "fp32", "none")}

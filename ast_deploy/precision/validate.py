@@ -17,7 +17,9 @@ class Case:
 
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    mse = float(np.mean((np.clip(a, 0, 1).astype(np.float64) - np.clip(b, 0, 1).astype(np.float64)) ** 2))
+    """PSNR of images in [0, 1]; non-finite pixels count as the worst error (NaN -> off by 1)."""
+    a = np.nan_to_num(np.asarray(a, np.float64), nan=-1.0, posinf=1.0, neginf=0.0)
+    mse = float(np.mean((np.clip(a, -1, 1) - np.clip(np.asarray(b, np.float64), 0, 1)) ** 2))
     return float("inf") if mse == 0 else float(10.0 * np.log10(1.0 / mse))
 
 
