@@ -52,6 +52,28 @@ def quantizable_nodes(model: onnx.ModelProto, op_types=WEIGHTED_OP_TYPES) -> lis
             and len(n.input) > 1 and n.input[1] in init]
 
 
+def _float_for_other_consumers(model: onnx.ModelProto, op_types) -> int:
+    """Give every consumer of a Q/DQ'd activation that is not a quantized weighted node its float
+    input back. onnxruntime rewires all consumers of a quantized tensor to the DequantizeLinear
+    output, which would, for instance, quantize the image in the model's final ``x + y`` residual."""
+    producers = tensor_producers(model.graph)
+    rewired = 0
+    for node in model.graph.node:
+        quantized_weighted = (node.op_type in op_types and len(node.input) > 1 and node.input[1] in producers
+                              and producers[node.input[1]].op_type == "DequantizeLinear")
+        if quantized_weighted:
+            continue
+        for i, name in enumerate(node.input):
+            dq = producers.get(name)
+            if dq is None or dq.op_type != "DequantizeLinear" or dq.input[0] not in producers:
+                continue
+            q = producers[dq.input[0]]
+            if q.op_type == "QuantizeLinear":
+                node.input[i] = q.input[0]
+                rewired += 1
+    return rewired
+
+
 def _quantize(model: onnx.ModelProto, out_path: Path, calib: CalibrationSet, op_types, exclude,
               cache_path: Path) -> None:
     # An explicit node list: onnxruntime's QDQ MatMul ignores MatMulConstBOnly and would also
@@ -70,6 +92,9 @@ def _quantize(model: onnx.ModelProto, out_path: Path, calib: CalibrationSet, op_
                            OpTypesToExcludeOutputQuantization=list(op_types),
                            QDQOpTypePerChannelSupportToAxis={"MatMul": 1, "Gemm": 0}),
     )
+    quantized = onnx.load(str(out_path))
+    if _float_for_other_consumers(quantized, op_types):
+        onnx.save(quantized, str(out_path))
 
 
 def local_sensitivity(model: onnx.ModelProto, calib: CalibrationSet, op_types=WEIGHTED_OP_TYPES) -> list[dict]:
