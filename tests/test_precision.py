@@ -265,3 +265,61 @@ def test_int8_calibration_is_cached(demo_onnx, calib, work):
 
     report = quantize_int8(demo_onnx, work / "cached_int8.onnx", calib)
     assert Path(report["calibration"]["cache"]).is_file()
+
+
+# -- wiring into ast-export ------------------------------------------------------------------
+
+def test_export_hook_writes_fp16_beside_the_fp32_model(demo_onnx, calib, work):
+    import json
+    import shutil
+
+    from ast_deploy.export import apply_precision, load_recipe
+
+    fp32 = work / "hook" / "ast-derain.onnx"
+    fp32.parent.mkdir()
+    shutil.copy(demo_onnx, fp32)
+    path = apply_precision(fp32, "fp16", recipe=load_recipe("derain"), calib_dir=calib.folder,
+                           size_multiple=calib.batches[0].shape[-1] // 2)
+    assert path == fp32.with_name("ast-derain.fp16.onnx") and path.is_file()
+    report = json.loads(path.with_suffix(".precision.json").read_text())
+    assert report["budget_met"] and report["min_psnr_budget"] == load_recipe("derain").tolerance("fp16").psnr_db
+    assert apply_precision(fp32, "fp32") == fp32
+
+
+def test_cli_without_weights_uses_demo_weights_with_a_notice(capsys):
+    from ast_deploy.cli.export import resolve_weights
+    from ast_deploy.demo import demo_weights
+    from ast_deploy.tasks import get_task
+
+    assert resolve_weights(get_task("derain"), None, False) == demo_weights("derain")
+    assert "demo weights trained on synthetic rain, not the paper's" in capsys.readouterr().err
+    assert resolve_weights(get_task("derain"), None, True) is None
+
+
+def test_cli_int8_end_to_end_on_demo_weights(tmp_path, capsys):
+    """ast-export --int8 --calib DIR with no --weights: demo model, INT8 graph validated twice
+    (against FP32 on held-out pairs, then against PyTorch by the export validation)."""
+    import json
+    import shutil
+
+    from ast_deploy.cli.export import EXIT_OK, main
+
+    from ast_deploy.export import load_recipe
+
+    recipe = tmp_path / "recipe.toml"  # the derain recipe with smaller validation images, for time
+    text = load_recipe("derain").path.read_text()
+    recipe.write_text(text.replace("sizes = [[256, 256], [128, 384]]", "sizes = [[128, 128], [128, 256]]")
+                      .replace("batch = 2", "batch = 1"))
+    assert "[[128, 128], [128, 256]]" in recipe.read_text()
+    images = tmp_path / "calib"
+    shutil.copytree(default_calibration_folder(), images)
+    code = main(["--task", "derain", "--int8", "--calib", str(images), "--recipe", str(recipe),
+                 "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert code == EXIT_OK, err
+    assert "demo weights trained on synthetic rain" in err and "int8:" in err
+    out = tmp_path / "out"
+    model = onnx.load(str(out / "ast-derain.int8.onnx"))
+    assert any(n.op_type == "QuantizeLinear" for n in model.graph.node) and custom_nodes(model)
+    assert json.loads((out / "ast-derain.int8.validation.json").read_text())["passed"]
+    assert json.loads((out / "ast-derain.int8.precision.json").read_text())["budget_met"]

@@ -2,7 +2,7 @@
 installed) a TensorRT engine.
 
 Exit codes: 0 done; 1 the exported model is beyond the recipe's tolerance; 2 bad arguments or
-configuration (missing weights, recipe problems, a precision that is not available yet);
+configuration (missing weights, recipe problems, unusable calibration images);
 3 the checkpoint cannot be used; 4 the export itself failed.
 """
 
@@ -30,13 +30,23 @@ class MissingWeightsError(UsageError):
 def resolve_weights(task, weights: str | None, random_init: bool) -> Path | None:
     """Which weights to load: a path, or None for random initialisation.
 
-    The one place that decides what happens when no weights are given (a later issue makes demo
-    weights the default).
+    The one place that decides what happens when no weights are given: the demo weights where the
+    task has them (with a notice: they are not the paper's), else an error naming the official ones.
     """
     if weights is not None:
         return Path(weights)
     if random_init:
         return None
+    from ..demo import DEMO_NOTICE, demo_weights
+
+    try:
+        path = demo_weights(task.name)
+    except (ValueError, FileNotFoundError):
+        path = None
+    if path is not None:
+        print(f"ast-export: no --weights given: using {DEMO_NOTICE} ({path}).\n"
+              f"  The official {task.name} checkpoint is published at {task.weights_link}", file=sys.stderr)
+        return path
     from ..tasks import OFFICIAL_WEIGHTS_PAGE
 
     raise MissingWeightsError(
@@ -73,7 +83,9 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Exit codes: 0 ok, 1 beyond tolerance, 2 usage/configuration, 3 checkpoint, 4 export failure.")
     p.add_argument("--task", required=True, choices=sorted(TASKS), help="restoration task (sets architecture and recipe)")
     w = p.add_mutually_exclusive_group()
-    w.add_argument("--weights", metavar="PATH", help="official-layout checkpoint (.pth) of the task's model")
+    w.add_argument("--weights", metavar="PATH",
+                   help="official-layout checkpoint (.pth) of the task's model (derain defaults to the demo "
+                        "weights, trained on synthetic rain)")
     w.add_argument("--random-init", action="store_true", help="no checkpoint: export a randomly initialised model")
     p.add_argument("--out", metavar="DIR", type=Path, help="output folder (default engines/<task>/)")
     s = p.add_mutually_exclusive_group()
@@ -86,9 +98,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-custom-ops", action="store_true",
                    help="standard ONNX ops only (no ast:: nodes, no TensorRT plugins)")
     prec = p.add_mutually_exclusive_group()
-    prec.add_argument("--fp16", action="store_true", help="FP16 graph (not available yet)")
-    prec.add_argument("--int8", action="store_true", help="INT8 graph with calibration (not available yet)")
-    p.add_argument("--calib", metavar="DIR", type=Path, help="calibration images for --int8")
+    prec.add_argument("--fp16", action="store_true",
+                      help="mixed FP16 graph (FP32 I/O; nodes whose calibrated range is too wide stay FP32)")
+    prec.add_argument("--int8", action="store_true",
+                      help="INT8 graph: symmetric Q/DQ on the inputs of Conv/MatMul/Gemm, calibrated on --calib")
+    p.add_argument("--calib", metavar="DIR", type=Path,
+                   help="calibration images for --fp16/--int8 (default: the demo's rainy images)")
     p.add_argument("--recipe", metavar="PATH", type=Path, help="recipe TOML instead of export/<task>.toml")
     p.add_argument("--arch-config", metavar="PATH", type=Path,
                    help="JSON of AST constructor keywords replacing the task's architecture "
@@ -104,10 +119,8 @@ def _precision(args) -> str:
 def _check_args(args) -> None:
     from ..export import MIN_OPSET
 
-    if args.calib is not None and not args.int8:
-        raise UsageError("--calib only goes with --int8")
-    if args.int8 and args.calib is None:
-        raise UsageError("--int8 needs --calib DIR (calibration images)")
+    if args.calib is not None and not (args.int8 or args.fp16):
+        raise UsageError("--calib only goes with --fp16 or --int8")
     if args.opset is not None and args.opset < MIN_OPSET:
         raise UsageError(f"--opset must be >= {MIN_OPSET} (LayerNormalization as one node), got {args.opset}")
 
@@ -126,6 +139,10 @@ def _build_model(task, args):
         if not isinstance(config, dict):
             raise UsageError(f"--arch-config {args.arch_config} must hold a JSON object of AST keywords")
     weights = resolve_weights(task, args.weights, args.random_init)
+    if weights is not None and args.weights is None and args.arch_config is None:
+        from ..demo import DEMO_CONFIG
+
+        config = dict(DEMO_CONFIG)  # the demo weights are a small AST, not the task's architecture
     torch.manual_seed(args.seed)
     try:
         model = AST(**config)
@@ -231,7 +248,7 @@ def run(args) -> int:
               "inspection but should not be deployed", file=sys.stderr)
         return EXIT_TOLERANCE
 
-    deploy_path = apply_precision(onnx_path, precision, recipe=recipe, calib_dir=args.calib)
+    deploy_path = apply_precision(onnx_path, precision, recipe=recipe, calib_dir=args.calib, size_multiple=multiple)
     if deploy_path != onnx_path:
         report = validate_onnx(model, deploy_path, shapes, recipe.tolerance(precision), precision=precision,
                                seed=args.seed)

@@ -9,8 +9,7 @@ steps until it holds; the report names them.
 
 from __future__ import annotations
 
-import os
-import tempfile
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -79,6 +78,19 @@ def _quantize(model: onnx.ModelProto, out_path: Path, calib: CalibrationSet, op_
     # An explicit node list: onnxruntime's QDQ MatMul ignores MatMulConstBOnly and would also
     # quantize the attention's activation-by-activation products.
     nodes = [n.name for n in quantizable_nodes(model, op_types) if n.name not in set(exclude)]
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)  # onnxruntime logs a "consider pre-processing" warning on every call
+    try:
+        _quantize_static(model, out_path, calib, nodes, exclude, op_types, cache_path)
+    finally:
+        root.setLevel(level)
+    quantized = onnx.load(str(out_path))
+    if _float_for_other_consumers(quantized, op_types):
+        onnx.save(quantized, str(out_path))
+
+
+def _quantize_static(model, out_path, calib, nodes, exclude, op_types, cache_path) -> None:
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
     quantize_static(
@@ -92,9 +104,6 @@ def _quantize(model: onnx.ModelProto, out_path: Path, calib: CalibrationSet, op_
                            OpTypesToExcludeOutputQuantization=list(op_types),
                            QDQOpTypePerChannelSupportToAxis={"MatMul": 1, "Gemm": 0}),
     )
-    quantized = onnx.load(str(out_path))
-    if _float_for_other_consumers(quantized, op_types):
-        onnx.save(quantized, str(out_path))
 
 
 def local_sensitivity(model: onnx.ModelProto, calib: CalibrationSet, op_types=WEIGHTED_OP_TYPES) -> list[dict]:
