@@ -17,9 +17,11 @@ class Case:
 
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    """PSNR of images in [0, 1]; non-finite pixels count as the worst error (NaN -> off by 1)."""
-    a = np.nan_to_num(np.asarray(a, np.float64), nan=-1.0, posinf=1.0, neginf=0.0)
-    mse = float(np.mean((np.clip(a, -1, 1) - np.clip(np.asarray(b, np.float64), 0, 1)) ** 2))
+    """PSNR of images in [0, 1] (both clipped, as saved images are); a non-finite pixel of ``a``
+    counts as the largest error."""
+    a = np.asarray(a, np.float64)
+    diff = np.where(np.isfinite(a), np.clip(a, 0, 1) - np.clip(np.asarray(b, np.float64), 0, 1), 1.0)
+    mse = float(np.mean(diff ** 2))
     return float("inf") if mse == 0 else float(10.0 * np.log10(1.0 / mse))
 
 
