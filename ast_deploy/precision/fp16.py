@@ -20,7 +20,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, defs, helper, numpy_helper
 
-from .graph import FLOAT_TYPES, attribute, ensure_node_names, local_functions
+from .graph import FLOAT_TYPES, attribute, local_functions
 from .ranges import Ranges, collect_ranges, load_model
 
 FP16_MAX = 65504.0
