@@ -17,6 +17,7 @@ import torch
 
 from . import custom_ops as _custom_ops
 from .cleanup import GraphStats, check_graph, clean_graph
+from .fusions import split_gated_linear
 
 INPUT_NAME = "input"
 OUTPUT_NAME = "output"
@@ -99,7 +100,7 @@ def save_atomically(model: onnx.ModelProto, path: str | os.PathLike) -> Path:
 
 
 def export_onnx(model: torch.nn.Module, path: str | os.PathLike, *, shape: tuple[int, int] | None = None,
-                batch: int = 1, opset: int = DEFAULT_OPSET, custom_ops: bool = True,
+                batch: int = 1, opset: int = DEFAULT_OPSET, custom_ops: bool = True, fuse: bool = True,
                 progress: Callable[[str], None] | None = None) -> ExportResult:
     """Export an ``AST`` to ``path`` and return what was written.
 
@@ -107,8 +108,8 @@ def export_onnx(model: torch.nn.Module, path: str | os.PathLike, *, shape: tuple
     ``model.size_multiple``); ``shape=(H, W)`` with ``batch`` gives a static-shape graph.
     ``custom_ops`` emits ``ast::AdaptiveSparseAttention[Shifted]`` / ``ast::PartialConv`` nodes
     with their local functions (see :mod:`ast_deploy.export.custom_ops`); otherwise the graph holds
-    standard ONNX ops only. The graph is constant-folded, cleaned, shape-inferred and checked before
-    it is written (atomically).
+    standard ONNX ops only. The graph is constant-folded, cleaned, shape-inferred, rewritten by
+    :mod:`ast_deploy.export.fusions` (``fuse``) and checked before it is written (atomically).
     """
     if opset < MIN_OPSET:
         raise ValueError(f"opset must be >= {MIN_OPSET} (LayerNormalization), got {opset}")
@@ -151,7 +152,7 @@ def export_onnx(model: torch.nn.Module, path: str | os.PathLike, *, shape: tuple
     report("clean-up")
     if custom_ops:
         _custom_ops.attach_functions(proto)
-    proto = clean_graph(proto)
+    proto = clean_graph(proto, rewrites=[split_gated_linear] if fuse else [])
     _name_dynamic_axes(proto, input_shape)
     stats = check_graph(proto)
     seconds["cleanup"] = time.perf_counter() - start
