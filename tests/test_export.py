@@ -223,9 +223,18 @@ def test_ops_impl_restored_after_export(tiny, tiny_export):
 
 @pytest.fixture(scope="module")
 def parity_export(parity_model, tmp_path_factory):
+    """Exported at the lowest supported opset (17: no Gelu op, LayerNormalization still one node)."""
     path = tmp_path_factory.mktemp("parity") / "parity.onnx"
-    export_onnx(parity_model, path)
+    export_onnx(parity_model, path, opset=17)
     return path
+
+
+def test_opset_17_export(parity_export, parity_model):
+    model = onnx.load(str(parity_export))
+    assert {o.domain: o.version for o in model.opset_import}[""] == 17
+    assert all(f.opset_import[0].version == 17 for f in model.functions)
+    layer_norms = sum(isinstance(m, torch.nn.LayerNorm) for m in parity_model.modules())
+    assert sum(n.op_type == "LayerNormalization" for n in model.graph.node) == layer_norms
 
 
 @pytest.mark.parametrize("case", ["forward0", "forward1"])

@@ -98,3 +98,40 @@ def split_gated_linear(model: onnx.ModelProto) -> int:
             if field[i].name not in keep:
                 del field[i]
     return len(replace)
+
+
+def legalize_split_for_opset17(model: onnx.ModelProto) -> int:
+    """Give ``Split`` nodes explicit sizes below opset 18; in place, returns how many were changed.
+
+    torch 2.13's exporter converts down to opset 17 but leaves ``Split(num_outputs=n)`` (an opset-18
+    attribute), which the ONNX checker rejects. The sizes come from the inferred input shape.
+    """
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
+    if opset is None or opset >= 18:
+        return 0
+    graph = model.graph
+    shapes = {v.name: [d.dim_value if d.HasField("dim_value") else None for d in v.type.tensor_type.shape.dim]
+              for v in list(graph.value_info) + list(graph.input)}
+    changed = 0
+    for node in graph.node:
+        if node.op_type != "Split" or node.domain not in ("", "ai.onnx"):
+            continue
+        attrs = {a.name: a for a in node.attribute}
+        if "num_outputs" not in attrs:
+            continue
+        parts = attrs["num_outputs"].i
+        axis = attrs["axis"].i if "axis" in attrs else 0
+        shape = shapes.get(node.input[0])
+        size = shape[axis] if shape is not None and -len(shape) <= axis < len(shape) else None
+        if size is None:
+            raise ValueError(f"Split {node.name!r} has num_outputs but no static size on axis {axis}; "
+                             "export with opset >= 18")
+        chunk = -(-size // parts)  # ONNX: equal chunks, the last one smaller
+        sizes = np.array([chunk] * (parts - 1) + [size - chunk * (parts - 1)], dtype=np.int64)
+        sizes_name = f"{node.name or node.output[0]}_split_sizes"
+        graph.initializer.append(numpy_helper.from_array(sizes, sizes_name))
+        node.attribute.remove(attrs["num_outputs"])
+        del node.input[1:]
+        node.input.append(sizes_name)
+        changed += 1
+    return changed

@@ -17,7 +17,7 @@ import torch
 
 from . import custom_ops as _custom_ops
 from .cleanup import GraphStats, check_graph, clean_graph
-from .fusions import split_gated_linear
+from .fusions import legalize_split_for_opset17, split_gated_linear
 
 INPUT_NAME = "input"
 OUTPUT_NAME = "output"
@@ -152,7 +152,7 @@ def export_onnx(model: torch.nn.Module, path: str | os.PathLike, *, shape: tuple
     report("clean-up")
     if custom_ops:
         _custom_ops.attach_functions(proto)
-    proto = clean_graph(proto, rewrites=[split_gated_linear] if fuse else [])
+    proto = clean_graph(proto, rewrites=[legalize_split_for_opset17] + ([split_gated_linear] if fuse else []))
     _name_dynamic_axes(proto, input_shape)
     stats = check_graph(proto)
     seconds["cleanup"] = time.perf_counter() - start
