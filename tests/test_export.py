@@ -307,7 +307,8 @@ def test_ast_b_export(tmp_path):
     model = AST(**AST_B).eval()
     result = export_onnx(model, tmp_path / "ast_b.onnx")
     assert result.stats.nodes < 3000
-    report = validate_onnx(model, result.path, [(2, 3, 256, 256), (1, 3, 128, 384)], load_recipe("derain").tolerance("fp32"))
+    report = validate_onnx(model, result.path, [(2, 3, 256, 256), (1, 3, 128, 384)],
+                           load_recipe("derain").tolerance("fp32"))
     assert report.passed, report.table()
 
 

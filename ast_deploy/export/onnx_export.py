@@ -114,18 +114,19 @@ def export_onnx(model: torch.nn.Module, path: str | os.PathLike, *, shape: tuple
     if opset < MIN_OPSET:
         raise ValueError(f"opset must be >= {MIN_OPSET} (LayerNormalization), got {opset}")
     multiple = model.size_multiple
+    device = next(model.parameters()).device
     if shape is not None:
         h, w = shape
         if h <= 0 or w <= 0 or h % multiple or w % multiple:
             raise ValueError(f"static shape {h}x{w}: H and W must be positive multiples of {multiple}")
         if batch < 1:
             raise ValueError(f"batch must be >= 1, got {batch}")
-        example = torch.rand(batch, model.dd_in, h, w)
+        example = torch.rand(batch, model.dd_in, h, w, device=device)
         dynamic_shapes = None
         input_shape = [batch, model.dd_in, h, w]
     else:
         # Batch 2 and H != W: an example dimension of 1 (or two equal ones) would be specialised.
-        example = torch.rand(2, model.dd_in, 2 * multiple, 3 * multiple)
+        example = torch.rand(2, model.dd_in, 2 * multiple, 3 * multiple, device=device)
         dynamic_shapes = _dynamic_shapes(multiple)
         input_shape = ["batch", model.dd_in, "height", "width"]
     report = progress or (lambda _msg: None)
