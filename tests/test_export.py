@@ -223,9 +223,18 @@ def test_ops_impl_restored_after_export(tiny, tiny_export):
 
 @pytest.fixture(scope="module")
 def parity_export(parity_model, tmp_path_factory):
+    """Exported at the lowest supported opset (17: no Gelu op, LayerNormalization still one node)."""
     path = tmp_path_factory.mktemp("parity") / "parity.onnx"
-    export_onnx(parity_model, path)
+    export_onnx(parity_model, path, opset=17)
     return path
+
+
+def test_opset_17_export(parity_export, parity_model):
+    model = onnx.load(str(parity_export))
+    assert {o.domain: o.version for o in model.opset_import}[""] == 17
+    assert all(f.opset_import[0].version == 17 for f in model.functions)
+    layer_norms = sum(isinstance(m, torch.nn.LayerNorm) for m in parity_model.modules())
+    assert sum(n.op_type == "LayerNormalization" for n in model.graph.node) == layer_norms
 
 
 @pytest.mark.parametrize("case", ["forward0", "forward1"])
@@ -298,5 +307,42 @@ def test_ast_b_export(tmp_path):
     model = AST(**AST_B).eval()
     result = export_onnx(model, tmp_path / "ast_b.onnx")
     assert result.stats.nodes < 3000
-    report = validate_onnx(model, result.path, [(2, 3, 256, 256), (1, 3, 128, 384)], load_recipe("derain").tolerance("fp32"))
+    report = validate_onnx(model, result.path, [(2, 3, 256, 256), (1, 3, 128, 384)],
+                           load_recipe("derain").tolerance("fp32"))
     assert report.passed, report.table()
+
+
+# ------------------------------------------------------------------------------------------------
+# Graph rewrites
+# ------------------------------------------------------------------------------------------------
+
+def test_split_gated_linear_is_exact_and_removes_the_split():
+    from ast_deploy.export.fusions import split_gated_linear
+
+    rng = np.random.default_rng(0)
+    w, b = rng.standard_normal((8, 12)).astype(np.float32), rng.standard_normal(12).astype(np.float32)
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["mm"]), helper.make_node("Add", ["mm", "b"], ["a"]),
+             helper.make_node("Gelu", ["a"], ["g"]), helper.make_node("Split", ["g"], ["g0", "g1"], axis=3, num_outputs=2),
+             helper.make_node("Mul", ["g0", "g1"], ["y"])]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2, 3, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2, 3, 6])],
+                              [onnx.numpy_helper.from_array(w, "w"), onnx.numpy_helper.from_array(b, "b")])
+    model = onnx.shape_inference.infer_shapes(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 20)]))
+    x = rng.standard_normal((1, 2, 3, 8)).astype(np.float32)
+    before = ort.InferenceSession(model.SerializeToString()).run(None, {"x": x})[0]
+    assert split_gated_linear(model) == 1
+    onnx.checker.check_model(model, full_check=True)
+    assert [n.op_type for n in model.graph.node].count("Split") == 0
+    assert {t.name for t in model.graph.initializer} == {n.input[1] for n in model.graph.node if n.op_type in ("MatMul", "Add")}
+    after = ort.InferenceSession(model.SerializeToString()).run(None, {"x": x})[0]
+    np.testing.assert_array_equal(after, before)
+
+
+def test_tiny_frfn_splits_were_rewritten(tiny, tiny_export):
+    from ast_deploy.model.ast import FRFN
+
+    _, model = tiny_export
+    producers = {o: n for n in model.graph.node for o in n.output}
+    assert not [n for n in model.graph.node if n.op_type == "Split" and producers[n.input[0]].op_type == "Gelu"]
+    frfn = sum(isinstance(m, FRFN) for m in tiny.modules())
+    assert sum(n.op_type == "Gelu" for n in model.graph.node) == 3 * frfn  # gate, value, depth-wise conv

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import collections
 from dataclasses import dataclass
+from typing import Callable, Sequence
 
 import onnx
 
@@ -24,8 +25,9 @@ class GraphStats:
     op_counts: dict[str, int]
 
 
-def clean_graph(model: onnx.ModelProto) -> onnx.ModelProto:
-    """Fold constants (any size), remove dead nodes, sort topologically and infer shapes.
+def clean_graph(model: onnx.ModelProto, rewrites: Sequence[Callable[[onnx.ModelProto], object]] = ()) -> onnx.ModelProto:
+    """Fold constants (any size), apply ``rewrites`` (in place, on the folded graph with its inferred
+    shapes), remove dead nodes, sort topologically and infer shapes again.
 
     Local functions are kept; the ``ast`` custom nodes are never folded (their inputs depend on the
     graph input).
@@ -37,6 +39,8 @@ def clean_graph(model: onnx.ModelProto) -> onnx.ModelProto:
     G_LOGGER.module_severity = G_LOGGER.ERROR
     functions = list(model.functions)
     model = fold_constants(model, size_threshold=None, error_ok=False, allow_onnxruntime_shape_inference=False)
+    for rewrite in rewrites:
+        rewrite(model)
     graph = gs.import_onnx(model)
     graph.cleanup(remove_unused_graph_inputs=False).toposort()
     model = gs.export_onnx(graph, do_type_check=False)

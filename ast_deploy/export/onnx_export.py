@@ -17,6 +17,7 @@ import torch
 
 from . import custom_ops as _custom_ops
 from .cleanup import GraphStats, check_graph, clean_graph
+from .fusions import legalize_split_for_opset17, split_gated_linear
 
 INPUT_NAME = "input"
 OUTPUT_NAME = "output"
@@ -99,7 +100,7 @@ def save_atomically(model: onnx.ModelProto, path: str | os.PathLike) -> Path:
 
 
 def export_onnx(model: torch.nn.Module, path: str | os.PathLike, *, shape: tuple[int, int] | None = None,
-                batch: int = 1, opset: int = DEFAULT_OPSET, custom_ops: bool = True,
+                batch: int = 1, opset: int = DEFAULT_OPSET, custom_ops: bool = True, fuse: bool = True,
                 progress: Callable[[str], None] | None = None) -> ExportResult:
     """Export an ``AST`` to ``path`` and return what was written.
 
@@ -107,24 +108,25 @@ def export_onnx(model: torch.nn.Module, path: str | os.PathLike, *, shape: tuple
     ``model.size_multiple``); ``shape=(H, W)`` with ``batch`` gives a static-shape graph.
     ``custom_ops`` emits ``ast::AdaptiveSparseAttention[Shifted]`` / ``ast::PartialConv`` nodes
     with their local functions (see :mod:`ast_deploy.export.custom_ops`); otherwise the graph holds
-    standard ONNX ops only. The graph is constant-folded, cleaned, shape-inferred and checked before
-    it is written (atomically).
+    standard ONNX ops only. The graph is constant-folded, cleaned, shape-inferred, rewritten by
+    :mod:`ast_deploy.export.fusions` (``fuse``) and checked before it is written (atomically).
     """
     if opset < MIN_OPSET:
         raise ValueError(f"opset must be >= {MIN_OPSET} (LayerNormalization), got {opset}")
     multiple = model.size_multiple
+    device = next(model.parameters()).device
     if shape is not None:
         h, w = shape
         if h <= 0 or w <= 0 or h % multiple or w % multiple:
             raise ValueError(f"static shape {h}x{w}: H and W must be positive multiples of {multiple}")
         if batch < 1:
             raise ValueError(f"batch must be >= 1, got {batch}")
-        example = torch.rand(batch, model.dd_in, h, w)
+        example = torch.rand(batch, model.dd_in, h, w, device=device)
         dynamic_shapes = None
         input_shape = [batch, model.dd_in, h, w]
     else:
         # Batch 2 and H != W: an example dimension of 1 (or two equal ones) would be specialised.
-        example = torch.rand(2, model.dd_in, 2 * multiple, 3 * multiple)
+        example = torch.rand(2, model.dd_in, 2 * multiple, 3 * multiple, device=device)
         dynamic_shapes = _dynamic_shapes(multiple)
         input_shape = ["batch", model.dd_in, "height", "width"]
     report = progress or (lambda _msg: None)
@@ -151,7 +153,7 @@ def export_onnx(model: torch.nn.Module, path: str | os.PathLike, *, shape: tuple
     report("clean-up")
     if custom_ops:
         _custom_ops.attach_functions(proto)
-    proto = clean_graph(proto)
+    proto = clean_graph(proto, rewrites=[legalize_split_for_opset17] + ([split_gated_linear] if fuse else []))
     _name_dynamic_axes(proto, input_shape)
     stats = check_graph(proto)
     seconds["cleanup"] = time.perf_counter() - start
