@@ -1,1 +1,1 @@
-"""Command-line tools: ast-build, ast-restore, ast-check, ast-bench (each ``main(argv) -> int``)."""
+"""Command-line tools: ast-export, ast-build, ast-restore, ast-check, ast-bench (each ``main(argv) -> int``)."""

@@ -1,0 +1,172 @@
+"""PyTorch AST -> one clean, checked ONNX file (``torch.onnx.export`` with ``dynamo=True``)."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import tempfile
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import onnx
+import torch
+
+from . import custom_ops as _custom_ops
+from .cleanup import GraphStats, check_graph, clean_graph
+from .fusions import legalize_split_for_opset17, split_gated_linear
+
+INPUT_NAME = "input"
+OUTPUT_NAME = "output"
+DEFAULT_OPSET = 20  # torch 2.13's default; >= 17 keeps LayerNorm one LayerNormalization node, 20 has Gelu
+MIN_OPSET = 17
+
+
+class ExportError(RuntimeError):
+    """torch.onnx.export failed or produced an unusable graph."""
+
+
+@dataclass
+class ExportResult:
+    path: Path
+    stats: GraphStats
+    input_shape: list  # ints, or names ("batch", "height", "width") for dynamic axes
+    custom_ops: bool
+    opset: int
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def dynamic(self) -> bool:
+        return any(isinstance(d, str) for d in self.input_shape)
+
+
+@contextlib.contextmanager
+def ops_impl(model: torch.nn.Module, name: str):
+    """Temporarily switch every ASSA / partial-conv module of ``model`` to implementation ``name``."""
+    saved = [(m, m.ops_impl) for m in model.modules() if hasattr(m, "ops_impl")]
+    model.set_ops_impl(assa=name, partial_conv=name)
+    try:
+        yield model
+    finally:
+        for m, impl in saved:
+            m.ops_impl = impl
+
+
+@contextlib.contextmanager
+def _quiet_exporter():
+    """The exporter logs optional-dependency notes and deprecation warnings that are not ours."""
+    loggers = [logging.getLogger(n) for n in ("torch.onnx", "torch.export", "torch._export", "onnxscript")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            warnings.simplefilter("ignore", DeprecationWarning)
+            yield
+    finally:
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
+
+
+def _dynamic_shapes(multiple: int) -> dict:
+    Dim = torch.export.Dim
+    return {"x": {0: Dim("batch", min=1, max=64), 2: multiple * Dim("h", min=1, max=64),
+                  3: multiple * Dim("w", min=1, max=64)}}
+
+
+def save_atomically(model: onnx.ModelProto, path: str | os.PathLike) -> Path:
+    """Write ``model`` (weights inline) to a temporary file beside ``path``, then rename it over ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(model.SerializeToString())
+            f.flush()
+            os.fsync(f.fileno())
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes the file private
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def export_onnx(model: torch.nn.Module, path: str | os.PathLike, *, shape: tuple[int, int] | None = None,
+                batch: int = 1, opset: int = DEFAULT_OPSET, custom_ops: bool = True, fuse: bool = True,
+                progress: Callable[[str], None] | None = None) -> ExportResult:
+    """Export an ``AST`` to ``path`` and return what was written.
+
+    ``shape=None`` (default) gives dynamic batch, H and W (each side a multiple of
+    ``model.size_multiple``); ``shape=(H, W)`` with ``batch`` gives a static-shape graph.
+    ``custom_ops`` emits ``ast::AdaptiveSparseAttention[Shifted]`` / ``ast::PartialConv`` nodes
+    with their local functions (see :mod:`ast_deploy.export.custom_ops`); otherwise the graph holds
+    standard ONNX ops only. The graph is constant-folded, cleaned, shape-inferred, rewritten by
+    :mod:`ast_deploy.export.fusions` (``fuse``) and checked before it is written (atomically).
+    """
+    if opset < MIN_OPSET:
+        raise ValueError(f"opset must be >= {MIN_OPSET} (LayerNormalization), got {opset}")
+    multiple = model.size_multiple
+    device = next(model.parameters()).device
+    if shape is not None:
+        h, w = shape
+        if h <= 0 or w <= 0 or h % multiple or w % multiple:
+            raise ValueError(f"static shape {h}x{w}: H and W must be positive multiples of {multiple}")
+        if batch < 1:
+            raise ValueError(f"batch must be >= 1, got {batch}")
+        example = torch.rand(batch, model.dd_in, h, w, device=device)
+        dynamic_shapes = None
+        input_shape = [batch, model.dd_in, h, w]
+    else:
+        # Batch 2 and H != W: an example dimension of 1 (or two equal ones) would be specialised.
+        example = torch.rand(2, model.dd_in, 2 * multiple, 3 * multiple, device=device)
+        dynamic_shapes = _dynamic_shapes(multiple)
+        input_shape = ["batch", model.dd_in, "height", "width"]
+    report = progress or (lambda _msg: None)
+    seconds = {}
+
+    was_training = model.training
+    model.eval()
+    start = time.perf_counter()
+    report("torch.onnx.export")
+    try:
+        with _quiet_exporter(), ops_impl(model, _custom_ops.IMPL_NAME if custom_ops else "reference"):
+            program = torch.onnx.export(
+                model, (example,), dynamo=True, input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+                opset_version=opset, dynamic_shapes=dynamic_shapes, external_data=False, optimize=True,
+                verbose=False)
+    except Exception as e:  # the exporter raises many types; keep its message
+        raise ExportError(f"torch.onnx.export failed: {type(e).__name__}: {e}") from e
+    finally:
+        model.train(was_training)
+    proto = program.model_proto
+    seconds["export"] = time.perf_counter() - start
+
+    start = time.perf_counter()
+    report("clean-up")
+    if custom_ops:
+        _custom_ops.attach_functions(proto)
+    proto = clean_graph(proto, rewrites=[legalize_split_for_opset17] + ([split_gated_linear] if fuse else []))
+    _name_dynamic_axes(proto, input_shape)
+    stats = check_graph(proto)
+    seconds["cleanup"] = time.perf_counter() - start
+
+    report("write")
+    save_atomically(proto, path)
+    return ExportResult(Path(path), stats, input_shape, custom_ops, opset, seconds)
+
+
+def _name_dynamic_axes(model: onnx.ModelProto, input_shape: list) -> None:
+    """Give the input and output the same readable dynamic axis names (the exporter's are s0, s1...)."""
+    for value in (model.graph.input[0], model.graph.output[0]):
+        for dim, want in zip(value.type.tensor_type.shape.dim, input_shape):
+            if isinstance(want, str):
+                dim.Clear()
+                dim.dim_param = want

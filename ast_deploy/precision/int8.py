@@ -1,0 +1,214 @@
+"""Explicit symmetric INT8 Q/DQ for TensorRT's strongly typed mode, via onnxruntime's QDQ quantizer.
+
+Q/DQ pairs go only on the inputs of weighted operators (activation Q/DQ plus per-channel weight
+DQ, INT8 both, zero points 0), outputs and biases stay float, as TensorRT's explicit quantization
+expects. Calibration ranges are cached by model hash and image-set key. When the accuracy budget
+is missed, the nodes with the worst local quantization SNR are excluded (kept float) in growing
+steps until it holds; the report names them.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+
+from .calibration import CalibrationSet, cache_dir
+from .graph import model_hash, tensor_producers
+from .ranges import load_model, ort_session
+
+WEIGHTED_OP_TYPES = ("Conv", "MatMul", "Gemm")
+DEFAULT_MIN_PSNR = 30.0  # vs the FP32 model, worst validation image
+
+
+class _Reader:
+    """onnxruntime CalibrationDataReader over a CalibrationSet."""
+
+    def __init__(self, input_name: str, calib: CalibrationSet):
+        self.input_name, self.batches, self.i = input_name, calib.batches, 0
+
+    def get_next(self):
+        if self.i >= len(self.batches):
+            return None
+        self.i += 1
+        return {self.input_name: self.batches[self.i - 1]}
+
+    def __len__(self):
+        return len(self.batches)
+
+    def __iter__(self):
+        for batch in self.batches:
+            yield {self.input_name: batch}
+
+
+def quantizable_nodes(model: onnx.ModelProto, op_types=WEIGHTED_OP_TYPES) -> list[onnx.NodeProto]:
+    """Weighted nodes: Conv/MatMul/Gemm whose second input is a constant initializer."""
+    init = {t.name for t in model.graph.initializer}
+    return [n for n in model.graph.node if n.op_type in op_types and not n.domain
+            and len(n.input) > 1 and n.input[1] in init]
+
+
+def _float_for_other_consumers(model: onnx.ModelProto, op_types) -> int:
+    """Give every consumer of a Q/DQ'd activation that is not a quantized weighted node its float
+    input back. onnxruntime rewires all consumers of a quantized tensor to the DequantizeLinear
+    output, which would, for instance, quantize the image in the model's final ``x + y`` residual."""
+    producers = tensor_producers(model.graph)
+    rewired = 0
+    for node in model.graph.node:
+        quantized_weighted = (node.op_type in op_types and len(node.input) > 1 and node.input[1] in producers
+                              and producers[node.input[1]].op_type == "DequantizeLinear")
+        if quantized_weighted:
+            continue
+        for i, name in enumerate(node.input):
+            dq = producers.get(name)
+            if dq is None or dq.op_type != "DequantizeLinear" or dq.input[0] not in producers:
+                continue
+            q = producers[dq.input[0]]
+            if q.op_type == "QuantizeLinear":
+                node.input[i] = q.input[0]
+                rewired += 1
+    return rewired
+
+
+def _quantize(model: onnx.ModelProto, out_path: Path, calib: CalibrationSet, op_types, exclude,
+              cache_path: Path) -> None:
+    # An explicit node list: onnxruntime's QDQ MatMul ignores MatMulConstBOnly and would also
+    # quantize the attention's activation-by-activation products.
+    nodes = [n.name for n in quantizable_nodes(model, op_types) if n.name not in set(exclude)]
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)  # onnxruntime logs a "consider pre-processing" warning on every call
+    try:
+        _quantize_static(model, out_path, calib, nodes, exclude, op_types, cache_path)
+    finally:
+        root.setLevel(level)
+    quantized = onnx.load(str(out_path))
+    if _float_for_other_consumers(quantized, op_types):
+        onnx.save(quantized, str(out_path))
+
+
+def _quantize_static(model, out_path, calib, nodes, exclude, op_types, cache_path) -> None:
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+    quantize_static(
+        model, str(out_path), _Reader(model.graph.input[0].name, calib),
+        quant_format=QuantFormat.QDQ, op_types_to_quantize=list(op_types), per_channel=True,
+        activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
+        nodes_to_quantize=nodes, nodes_to_exclude=list(exclude), calibrate_method=CalibrationMethod.MinMax,
+        calibration_cache_path=str(cache_path),
+        extra_options=dict(ActivationSymmetric=True, WeightSymmetric=True, QuantizeBias=False,
+                           MatMulConstBOnly=True, DedicatedQDQPair=False,
+                           OpTypesToExcludeOutputQuantization=list(op_types),
+                           QDQOpTypePerChannelSupportToAxis={"MatMul": 1, "Gemm": 0}),
+    )
+
+
+def local_sensitivity(model: onnx.ModelProto, calib: CalibrationSet, op_types=WEIGHTED_OP_TYPES) -> list[dict]:
+    """Quantization SNR (dB) each weighted node would see locally: symmetric per-tensor INT8 on its
+    activation input (range from the calibration images) plus per-output-channel INT8 on its
+    weight. One FP32 run; worst first. A proxy for quantizing one node at a time, which costs a
+    quantization and a validation per node."""
+    nodes = quantizable_nodes(model, op_types)
+    init = {t.name: t for t in model.graph.initializer}
+    wanted = list(dict.fromkeys(n.input[0] for n in nodes))
+    probe = load_model(model)
+    graph_inputs = {i.name for i in probe.graph.input}
+    del probe.graph.output[:]
+    probe.graph.output.extend(onnx.ValueInfoProto(name=n) for n in wanted if n not in graph_inputs)
+    session = ort_session(probe, optimize=False)
+    names = [o.name for o in session.get_outputs()]
+    acts: dict[str, list[np.ndarray]] = {n: [] for n in wanted}
+    input_name = probe.graph.input[0].name
+    for batch in calib.batches:
+        values = dict(zip(names, session.run(names, {input_name: batch})))
+        values[input_name] = batch
+        for n in wanted:
+            acts[n].append(values[n].ravel())
+    rows = []
+    for node in nodes:
+        x = np.concatenate(acts[node.input[0]]).astype(np.float64)
+        scale = max(np.abs(x).max(), 1e-12) / 127.0
+        act_noise = np.mean((np.clip(np.round(x / scale), -128, 127) * scale - x) ** 2) / max(np.mean(x ** 2), 1e-30)
+        w = numpy_helper.to_array(init[node.input[1]]).astype(np.float64)
+        axis = 0 if node.op_type in ("Conv", "Gemm") else w.ndim - 1
+        wmax = np.maximum(np.abs(np.moveaxis(w, axis, 0)).reshape(w.shape[axis], -1).max(axis=1), 1e-12)
+        shape = [1] * w.ndim
+        shape[axis] = -1
+        ws = (wmax / 127.0).reshape(shape)
+        w_noise = np.mean((np.clip(np.round(w / ws), -127, 127) * ws - w) ** 2) / max(np.mean(w ** 2), 1e-30)
+        rows.append(dict(node=node.name, op_type=node.op_type,
+                         snr_db=round(float(-10 * np.log10(act_noise + w_noise + 1e-30)), 2),
+                         activation_snr_db=round(float(-10 * np.log10(act_noise + 1e-30)), 2),
+                         weight_snr_db=round(float(-10 * np.log10(w_noise + 1e-30)), 2)))
+    return sorted(rows, key=lambda r: r["snr_db"])
+
+
+def quantize_int8(onnx_in, onnx_out, calib: CalibrationSet, *, validate=None, min_psnr: float = DEFAULT_MIN_PSNR,
+                  op_types=WEIGHTED_OP_TYPES, nodes_to_exclude=(), max_excluded: int | None = None,
+                  use_cache: bool = True) -> dict:
+    """Quantize ``onnx_in`` to ``onnx_out`` and return a report.
+
+    With ``validate`` (validation cases, see :mod:`.validate`) the result is checked against the
+    FP32 model in onnxruntime; below ``min_psnr`` dB on the worst case, the most sensitive nodes
+    are excluded (1, 2, 4, ... up to ``max_excluded``, default a quarter of the weighted nodes)."""
+    from .validate import compare_models, run
+
+    model = load_model(onnx_in)
+    candidates = quantizable_nodes(model, op_types)
+    key = f"{model_hash(model)}-{calib.key}-{'-'.join(op_types)}-minmax-sym"
+    cache_path = cache_dir() / f"int8-{key}.json"
+    if not use_cache and cache_path.exists():
+        cache_path.unlink()
+    out = Path(onnx_out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    exclude = list(nodes_to_exclude)
+    attempts = []
+    reference = run(model, validate) if validate else None
+    sensitivity = None
+    limit = len(candidates) // 4 if max_excluded is None else max_excluded
+    steps = iter([0] + [2 ** i for i in range(0, 16) if 2 ** i < limit] + [limit])
+    auto: list[str] = []
+    while True:
+        _quantize(model, out, calib, op_types, exclude + auto, cache_path)
+        result = compare_models(model, str(out), validate, reference_outputs=reference) if validate else None
+        attempts.append(dict(excluded=list(auto), min_psnr_vs_fp32=result and result["min_psnr_vs_fp32"]))
+        if result is None or result["min_psnr_vs_fp32"] >= min_psnr:
+            break
+        if sensitivity is None:
+            sensitivity = [r for r in local_sensitivity(model, calib, op_types) if r["node"] not in exclude]
+        k = next(steps, None)
+        while k is not None and k <= len(auto):
+            k = next(steps, None)
+        if k is None or k > len(sensitivity):
+            break
+        auto = [r["node"] for r in sensitivity[:k]]
+    quantized = onnx.load(str(out))
+    onnx.checker.check_model(quantized)
+    q_nodes = {n.op_type: 0 for n in quantized.graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear")}
+    for n in quantized.graph.node:
+        if n.op_type in q_nodes:
+            q_nodes[n.op_type] += 1
+    quantized_count = len(_quantized_consumers(quantized, op_types))
+    report = dict(
+        output=str(out), scheme="INT8 symmetric, per-channel weights, Q/DQ on weighted-op inputs only",
+        op_types=list(op_types), weighted_nodes=len(candidates), quantized_nodes=quantized_count,
+        qdq_nodes=q_nodes, calibration=dict(folder=str(calib.folder), images=len(calib), key=calib.key,
+                                            cache=str(cache_path)),
+        excluded_by_request=list(nodes_to_exclude), excluded_for_accuracy=auto,
+        excluded_sensitivity=[r for r in (sensitivity or []) if r["node"] in auto],
+        min_psnr_budget=min_psnr, attempts=attempts,
+    )
+    if validate:
+        report["validation"] = result
+        report["budget_met"] = result["min_psnr_vs_fp32"] >= min_psnr
+    return report
+
+
+def _quantized_consumers(model: onnx.ModelProto, op_types) -> list[str]:
+    """Weighted nodes whose weight arrives through a DequantizeLinear."""
+    producers = tensor_producers(model.graph)
+    return [n.name for n in model.graph.node if n.op_type in op_types and len(n.input) > 1
+            and n.input[1] in producers and producers[n.input[1]].op_type == "DequantizeLinear"]

@@ -1,0 +1,81 @@
+"""One call from a validated FP32 ONNX to its FP16 or INT8 version, with the report written beside
+it: what the ``ast-export`` precision hook runs."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Callable
+
+from .calibration import default_calibration_folder, load_calibration
+
+DEFAULT_MIN_PSNR = {"fp16": 45.0, "int8": 35.0}  # dB vs FP32; recipes override
+
+
+def validation_cases(calib, multiple: int, log: Callable[[str], None]):
+    """The demo's held-out rainy/clean pairs when scikit-image is installed, else the calibration
+    images themselves (no ground truth then, and not held out: said in the log)."""
+    from .validate import demo_cases, folder_cases
+
+    try:
+        return demo_cases(multiple, max(256, multiple)), "demo held-out pairs"
+    except ImportError:
+        log("scikit-image is not installed (pip install 'ast-deploy[demo]'): validating on the calibration "
+            "images instead of held-out pairs")
+        return folder_cases(calib), "calibration images"
+
+
+def make_precision(onnx_path: str | os.PathLike, precision: str, *, calib_dir: str | os.PathLike | None = None,
+                   size_multiple: int = 128, min_psnr: float | None = None, out_path: str | os.PathLike | None = None,
+                   log: Callable[[str], None] = print) -> tuple[Path, dict]:
+    from .fp16 import convert_fp16
+    from .int8 import quantize_int8
+
+    if precision not in ("fp16", "int8"):
+        raise ValueError(f"precision must be 'fp16' or 'int8', not {precision!r}")
+    onnx_path = Path(onnx_path)
+    out = Path(out_path) if out_path else onnx_path.with_name(f"{onnx_path.stem}.{precision}.onnx")
+    if calib_dir is None:
+        calib_dir = default_calibration_folder()
+        log(f"calibration: the demo's rainy images ({calib_dir}); pass --calib DIR for your own")
+    calib = load_calibration(calib_dir, size_multiple)
+    cases, source = validation_cases(calib, size_multiple, log)
+    budget = DEFAULT_MIN_PSNR[precision] if min_psnr is None else min_psnr
+    if precision == "fp16":
+        report = convert_fp16(onnx_path, out, calib, validate=cases)
+        report["min_psnr_budget"] = budget
+        report["budget_met"] = bool(report["validation"]["all_finite"]
+                                    and report["validation"]["min_psnr_vs_fp32"] >= budget)
+    else:
+        report = quantize_int8(onnx_path, out, calib, validate=cases, min_psnr=budget)
+    report["validation_source"] = source
+    report_path = out.with_suffix(".precision.json")
+    report_path.write_text(json.dumps(report, indent=1) + "\n")
+    for line in summary(precision, report):
+        log(line)
+    log(f"precision report: {report_path}")
+    return out, report
+
+
+def summary(precision: str, report: dict) -> list[str]:
+    v = report["validation"]
+    lines = [f"{precision}: worst PSNR vs FP32 {v['min_psnr_vs_fp32']:.2f} dB on {report['validation_source']} "
+             f"(budget {report['min_psnr_budget']:.1f} dB: {'met' if report['budget_met'] else 'MISSED'})"]
+    if "mean_candidate_vs_clean" in v:
+        lines.append(f"{precision}: PSNR vs clean {v['mean_candidate_vs_clean']:.2f} dB "
+                     f"(FP32 {v['mean_fp32_vs_clean']:.2f}, rainy input {v['mean_input_vs_clean']:.2f})")
+    if precision == "fp16":
+        reasons: dict[str, int] = {}
+        for d in report["kept_fp32"]:
+            key = d["reason"] if not d["reason"].startswith("range") else "calibrated range above threshold"
+            reasons[key] = reasons.get(key, 0) + 1
+        kept = ", ".join(f"{n} x {r}" for r, n in reasons.items()) or "none"
+        lines.append(f"fp16: {report['nodes']['fp16']} nodes FP16, {report['nodes']['fp32']} kept FP32 ({kept})")
+        if not report["overflow"]["ok"]:
+            lines.append(f"fp16: WARNING FP16 overflow in {', '.join(report['overflow']['unsafe'][:5])}")
+    else:
+        excluded = report["excluded_for_accuracy"]
+        lines.append(f"int8: {report['quantized_nodes']}/{report['weighted_nodes']} weighted nodes INT8"
+                     + (f", excluded for accuracy: {', '.join(excluded)}" if excluded else ""))
+    return lines

@@ -1,0 +1,326 @@
+"""FP16 / INT8 conversion of the exported demo model, checked in onnxruntime."""
+
+import numpy as np
+import onnx
+import pytest
+from onnx import numpy_helper
+
+pytest.importorskip("skimage")
+
+from ast_deploy.precision.calibration import (CalibrationError, default_calibration_folder,  # noqa: E402
+                                              load_calibration)
+
+from ast_deploy.export import load_recipe  # noqa: E402
+
+# dB vs the FP32 model on the worst held-out image: the derain recipe's budgets.
+FP16_MIN_PSNR = load_recipe("derain").tolerance("fp16").psnr_db
+INT8_MIN_PSNR = load_recipe("derain").tolerance("int8").psnr_db
+MAX_CLEAN_DROP = 0.3  # dB of PSNR vs the clean image lost by INT8
+
+
+@pytest.fixture(scope="session")
+def work(tmp_path_factory):
+    return tmp_path_factory.mktemp("precision")
+
+
+@pytest.fixture(scope="session")
+def demo_onnx(work):
+    import torch
+
+    from ast_deploy.demo import build_demo_model
+
+    model = build_demo_model()
+    path = work / "demo_fp32.onnx"
+    from ast_deploy.export import export_onnx
+
+    torch.set_num_threads(2)
+    export_onnx(model, path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def calib(demo_onnx):
+    from ast_deploy.demo import DEMO_CONFIG
+    from ast_deploy.model import AST
+
+    return load_calibration(default_calibration_folder(), AST(**DEMO_CONFIG).size_multiple)
+
+
+@pytest.fixture(scope="session")
+def cases(calib):
+    from ast_deploy.precision.validate import demo_cases
+
+    return demo_cases(calib.batches[0].shape[-1] // 2, 256)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def private_cache(tmp_path_factory):
+    import os
+
+    old = os.environ.get("AST_DEPLOY_CACHE")
+    os.environ["AST_DEPLOY_CACHE"] = str(tmp_path_factory.mktemp("cache"))
+    yield
+    if old is None:
+        os.environ.pop("AST_DEPLOY_CACHE")
+    else:
+        os.environ["AST_DEPLOY_CACHE"] = old
+
+
+def custom_nodes(model):
+    return sorted((n.domain, n.op_type) for n in model.graph.node if n.domain == "ast")
+
+
+def run(path, image):
+    from ast_deploy.precision.ranges import load_model, ort_session
+
+    session = ort_session(load_model(path))
+    return session.run(None, {session.get_inputs()[0].name: image})[0]
+
+
+@pytest.fixture(scope="session")
+def fp16(demo_onnx, calib, cases, work):
+    from ast_deploy.precision.fp16 import convert_fp16
+
+    out = work / "demo_fp16.onnx"
+    return out, convert_fp16(demo_onnx, out, calib, validate=cases)
+
+
+@pytest.fixture(scope="session")
+def int8(demo_onnx, calib, cases, work):
+    from ast_deploy.precision.int8 import quantize_int8
+
+    out = work / "demo_int8.onnx"
+    return out, quantize_int8(demo_onnx, out, calib, validate=cases, min_psnr=INT8_MIN_PSNR)
+
+
+# -- calibration folder ----------------------------------------------------------------------
+
+def test_missing_calibration_folder_is_a_clear_error(tmp_path):
+    with pytest.raises(CalibrationError, match="does not exist"):
+        load_calibration(tmp_path / "nowhere", 64)
+
+
+def test_empty_calibration_folder_is_a_clear_error(tmp_path):
+    (tmp_path / "notes.txt").write_text("not an image")
+    with pytest.raises(CalibrationError, match="holds no images"):
+        load_calibration(tmp_path, 64)
+
+
+def test_unreadable_calibration_image_is_named(tmp_path):
+    (tmp_path / "broken.png").write_bytes(b"not a png")
+    with pytest.raises(CalibrationError, match="broken.png"):
+        load_calibration(tmp_path, 64)
+
+
+def test_calibration_batches_fit_the_model(tmp_path):
+    from PIL import Image
+
+    Image.fromarray(np.zeros((70, 150, 3), np.uint8)).save(tmp_path / "a.png")
+    Image.fromarray(np.zeros((30, 40, 3), np.uint8)).save(tmp_path / "b.jpg")
+    cal = load_calibration(tmp_path, 64)
+    assert [b.shape for b in cal.batches] == [(1, 3, 64, 128), (1, 3, 64, 64)]
+    assert cal.batches[0].dtype == np.float32
+    assert load_calibration(tmp_path, 64).key == cal.key
+    Image.fromarray(np.ones((70, 150, 3), np.uint8)).save(tmp_path / "a.png")
+    assert load_calibration(tmp_path, 64).key != cal.key  # the key follows the pixels
+
+
+# -- FP16 ------------------------------------------------------------------------------------
+
+def test_fp16_model_is_valid_runs_and_keeps_custom_nodes(demo_onnx, fp16):
+    path, report = fp16
+    model = onnx.load(str(path))
+    onnx.checker.check_model(model, full_check=True)
+    reference = onnx.load(str(demo_onnx))
+    assert custom_nodes(model) == custom_nodes(reference) and custom_nodes(model)
+    assert {f.name for f in model.functions} == {f.name for f in reference.functions}
+    assert [i.type.tensor_type.elem_type for i in model.graph.input] == [onnx.TensorProto.FLOAT]
+    assert [o.type.tensor_type.elem_type for o in model.graph.output] == [onnx.TensorProto.FLOAT]
+    # Really FP16: most weights are stored in half precision and most nodes converted.
+    kinds = [t.data_type for t in model.graph.initializer if t.data_type in (1, 10)]
+    assert kinds.count(onnx.TensorProto.FLOAT16) > 3 * kinds.count(onnx.TensorProto.FLOAT)
+    assert report["nodes"]["fp16"] > 5 * report["nodes"]["fp32"]
+    assert all(r["reason"] for r in report["kept_fp32"])
+    assert report["custom_nodes"] and all(v["fp16"] > 0 for v in report["custom_nodes"].values())
+
+
+def test_fp16_meets_its_budget_on_held_out_pairs(fp16):
+    _, report = fp16
+    v = report["validation"]
+    assert v["all_finite"]
+    assert v["min_psnr_vs_fp32"] >= FP16_MIN_PSNR, v
+    assert abs(v["mean_candidate_vs_clean"] - v["mean_fp32_vs_clean"]) < 0.05
+    assert report["overflow"]["ok"] and not report["overflow"]["overflow"]
+
+
+def plant_overflow(model, factor):
+    """Scale the to_q projection (MatMul weight and bias) feeding the first attention node."""
+    from ast_deploy.precision.graph import tensor_producers
+
+    init = {t.name: t for t in model.graph.initializer}
+    producers = tensor_producers(model.graph)
+    attention = next(n for n in model.graph.node if n.domain == "ast" and "Attention" in n.op_type)
+    node, scaled = producers[attention.input[0]], []
+    while True:
+        scaled += [name for name in node.input if name in init]
+        if node.op_type in ("MatMul", "Gemm"):
+            break
+        node = producers[next(name for name in node.input if name not in init)]
+    for name in scaled:
+        init[name].CopyFrom(numpy_helper.from_array(numpy_helper.to_array(init[name]) * np.float32(factor), name))
+    return attention.name
+
+
+def test_planted_overflow_is_caught_and_kept_fp32(demo_onnx, calib, cases, work):
+    from ast_deploy.precision.fp16 import convert_fp16
+    from ast_deploy.precision.overflow import fp16_overflow_report
+    from ast_deploy.precision.ranges import collect_ranges, load_model
+    from ast_deploy.precision.validate import folder_cases
+
+    model = load_model(demo_onnx)
+    target = plant_overflow(model, 300.0)
+    ranges = collect_ranges(model, calib)
+    inside = ranges.internal(target)
+    assert max(inside.values()) > 65504, "the plant did not push the squared ReLU past FP16"
+
+    report = fp16_overflow_report(model, ranges)
+    flagged = {i["node"] for i in report["overflow"]}
+    assert target in flagged and any(i["inside_function"] for i in report["overflow"])
+    assert not report["ok"]  # without a conversion plan every overflow is unsafe
+
+    converted = convert_fp16(model, work / "planted_fp16.onnx", calib, validate=cases[:1])
+    kept = {d["name"]: d["reason"] for d in converted["kept_fp32"]}
+    assert target in kept and "range" in kept[target]
+    assert converted["overflow"]["ok"]
+    assert converted["validation"]["all_finite"]
+
+    # The same model forced to FP16 everywhere overflows to inf/NaN on the images whose range
+    # passed 65504: the check is not vacuous.
+    forced = convert_fp16(model, work / "forced_fp16.onnx", calib, threshold=float("inf"),
+                          fp32_op_types=(), validate=folder_cases(calib))
+    assert not forced["overflow"]["ok"] and target in {i["node"] for i in forced["overflow"]["overflow"]}
+    assert not forced["validation"]["all_finite"]
+
+
+# -- INT8 ------------------------------------------------------------------------------------
+
+def test_int8_model_is_valid_runs_and_keeps_custom_nodes(demo_onnx, int8, cases):
+    path, report = int8
+    model = onnx.load(str(path))
+    onnx.checker.check_model(model, full_check=True)
+    assert custom_nodes(model) == custom_nodes(onnx.load(str(demo_onnx)))
+    assert report["quantized_nodes"] == report["weighted_nodes"] - len(report["excluded_for_accuracy"]) > 0
+    assert np.isfinite(run(path, cases[0].image)).all()
+
+
+def test_int8_qdq_is_symmetric_and_only_on_weighted_inputs(int8):
+    from ast_deploy.precision.graph import tensor_consumers
+
+    path, _ = int8
+    model = onnx.load(str(path))
+    init = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    consumers = tensor_consumers(model.graph)
+    q_nodes = [n for n in model.graph.node if n.op_type == "QuantizeLinear"]
+    dq_nodes = [n for n in model.graph.node if n.op_type == "DequantizeLinear"]
+    assert q_nodes and dq_nodes
+    for node in q_nodes + dq_nodes:
+        zero_point = init[node.input[2]]
+        assert zero_point.dtype == np.int8 and not zero_point.any()
+    for node in dq_nodes:
+        users = consumers.get(node.output[0], [])
+        assert users and all(u.op_type in ("Conv", "MatMul", "Gemm") for u in users), node.name
+    weights = [n for n in dq_nodes if n.input[0] in init]
+    assert weights and all(init[n.input[1]].size > 1 for n in weights)  # per-channel scales
+
+
+def test_int8_meets_its_budget_on_held_out_pairs(int8):
+    _, report = int8
+    v = report["validation"]
+    assert report["budget_met"] and v["min_psnr_vs_fp32"] >= INT8_MIN_PSNR, v
+    assert v["mean_fp32_vs_clean"] - v["mean_candidate_vs_clean"] < MAX_CLEAN_DROP
+    assert v["mean_candidate_vs_clean"] > v["mean_input_vs_clean"] + 3.0
+
+
+def test_int8_excludes_the_most_sensitive_nodes_when_the_budget_is_missed(demo_onnx, calib, cases, work):
+    from ast_deploy.precision.int8 import quantize_int8
+
+    report = quantize_int8(demo_onnx, work / "strict_int8.onnx", calib, validate=cases[:1],
+                           min_psnr=1000.0, max_excluded=2)
+    assert not report["budget_met"]
+    assert len(report["excluded_for_accuracy"]) == 2
+    assert [a["excluded"] for a in report["attempts"]][:3] == [[], report["excluded_for_accuracy"][:1],
+                                                              report["excluded_for_accuracy"]]
+    model = onnx.load(str(work / "strict_int8.onnx"))
+    from ast_deploy.precision.int8 import _quantized_consumers
+
+    quantized = set(_quantized_consumers(model, ("Conv", "MatMul", "Gemm")))
+    assert not quantized & set(report["excluded_for_accuracy"])
+    snr = [r["snr_db"] for r in report["excluded_sensitivity"]]
+    assert snr == sorted(snr)
+
+
+def test_int8_calibration_is_cached(demo_onnx, calib, work):
+    from pathlib import Path
+
+    from ast_deploy.precision.int8 import quantize_int8
+
+    report = quantize_int8(demo_onnx, work / "cached_int8.onnx", calib)
+    assert Path(report["calibration"]["cache"]).is_file()
+
+
+# -- wiring into ast-export ------------------------------------------------------------------
+
+def test_export_hook_writes_fp16_beside_the_fp32_model(demo_onnx, calib, work):
+    import json
+    import shutil
+
+    from ast_deploy.export import apply_precision
+
+    fp32 = work / "hook" / "ast-derain.onnx"
+    fp32.parent.mkdir()
+    shutil.copy(demo_onnx, fp32)
+    path = apply_precision(fp32, "fp16", recipe=load_recipe("derain"), calib_dir=calib.folder,
+                           size_multiple=calib.batches[0].shape[-1] // 2)
+    assert path == fp32.with_name("ast-derain.fp16.onnx") and path.is_file()
+    report = json.loads(path.with_suffix(".precision.json").read_text())
+    assert report["budget_met"] and report["min_psnr_budget"] == load_recipe("derain").tolerance("fp16").psnr_db
+    assert apply_precision(fp32, "fp32") == fp32
+
+
+def test_cli_without_weights_uses_demo_weights_with_a_notice(capsys):
+    from ast_deploy.cli.export import resolve_weights
+    from ast_deploy.demo import demo_weights
+    from ast_deploy.tasks import get_task
+
+    assert resolve_weights(get_task("derain"), None, False) == demo_weights("derain")
+    assert "demo weights trained on synthetic rain, not the paper's" in capsys.readouterr().err
+    assert resolve_weights(get_task("derain"), None, True) is None
+
+
+def test_cli_int8_end_to_end_on_demo_weights(tmp_path, capsys):
+    """ast-export --int8 --calib DIR with no --weights: demo model, INT8 graph validated twice
+    (against FP32 on held-out pairs, then against PyTorch by the export validation)."""
+    import json
+    import shutil
+
+    from ast_deploy.cli.export import EXIT_OK, main
+
+    import re
+
+    recipe = tmp_path / "recipe.toml"  # the derain recipe with smaller validation images, for time
+    text = load_recipe("derain").path.read_text()
+    text = re.sub(r"(?m)^sizes = .*$", "sizes = [[128, 128], [128, 256]]", text)
+    recipe.write_text(re.sub(r"(?m)^batch = \d+", "batch = 1", text))
+    assert [tuple(s) for s in load_recipe("derain", recipe).validation_sizes] == [(128, 128), (128, 256)]
+    images = tmp_path / "calib"
+    shutil.copytree(default_calibration_folder(), images)
+    code = main(["--task", "derain", "--int8", "--calib", str(images), "--recipe", str(recipe),
+                 "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert code == EXIT_OK, err
+    assert "demo weights trained on synthetic rain" in err and "int8:" in err
+    out = tmp_path / "out"
+    model = onnx.load(str(out / "ast-derain.int8.onnx"))
+    assert any(n.op_type == "QuantizeLinear" for n in model.graph.node) and custom_nodes(model)
+    assert json.loads((out / "ast-derain.int8.validation.json").read_text())["passed"]
+    assert json.loads((out / "ast-derain.int8.precision.json").read_text())["budget_met"]
