@@ -22,6 +22,8 @@ Design decisions, forced by what the consumers accept:
   every block whatever its head count. ``plugin_namespace="ast"`` and ``plugin_version="1"`` are
   declared function attributes with defaults so they are legal on the call and unused by the body.
 * The bodies cast their constants with ``CastLike`` so a graph converted to FP16 keeps type-checking.
+* Function-local value names start with ``ast_assa_`` / ``ast_pconv_``: onnx-tensorrt resolves them
+  in the graph's own name table, so :func:`attach_functions` refuses a graph that uses such a name.
 """
 
 from __future__ import annotations
