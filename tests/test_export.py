@@ -88,6 +88,12 @@ def test_shifted_mask_really_applies():
     assert rel_err(shifted, assa_reference(*inputs.values(), num_heads=2, scale=0.5)) < 1e-5
 
 
+def test_attach_functions_refuses_name_clashes():
+    inputs = {"ast_pconv_x": torch.zeros(1, 4, 4, 8), "weight": torch.zeros(2, 2, 3, 3)}
+    with pytest.raises(ValueError, match="clash"):
+        _single_node_model(PARTIAL_CONV_OP, inputs, {})
+
+
 @pytest.mark.parametrize("channels,batch", [(8, 1), (32, 2)])
 def test_partial_conv_function_matches_reference(channels, batch):
     g = torch.Generator().manual_seed(channels)

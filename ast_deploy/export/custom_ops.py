@@ -22,6 +22,8 @@ Design decisions, forced by what the consumers accept:
   every block whatever its head count. ``plugin_namespace="ast"`` and ``plugin_version="1"`` are
   declared function attributes with defaults so they are legal on the call and unused by the body.
 * The bodies cast their constants with ``CastLike`` so a graph converted to FP16 keeps type-checking.
+* Function-local value names start with ``ast_assa_`` / ``ast_pconv_``: onnx-tensorrt resolves them
+  in the graph's own name table, so :func:`attach_functions` refuses a graph that uses such a name.
 """
 
 from __future__ import annotations
@@ -81,6 +83,7 @@ class _Body:
     """Collects the nodes of a function body with short unique value names."""
 
     def __init__(self, prefix: str):
+        # Local names are unique per function; the prefix keeps them apart from the graph's names.
         self.nodes: list[NodeProto] = []
         self._prefix = prefix
         self._count = 0
@@ -120,61 +123,61 @@ def _plugin_attribute_defaults() -> list[AttributeProto]:
 
 def assa_function(shifted: bool, opset: int) -> FunctionProto:
     """Body of ``AdaptiveSparseAttention[Shifted]``: the contract in ``ast_deploy.ops.assa``."""
-    b = _Body("assa")
-    inputs = ["q", "kv", "bias", "mix"] + (["region_ids"] if shifted else [])
+    b = _Body("ast_assa")
+    q, kv, bias, mix, ids, out = (f"ast_assa_{n}" for n in ("q", "kv", "bias", "mix", "region_ids", "out"))
     heads = b.op("Unsqueeze", b.attr_const("num_heads", "int"), b.const([0]))            # [1]
-    scale = b.op("CastLike", b.attr_const("scale", "float"), "q")
+    scale = b.op("CastLike", b.attr_const("scale", "float"), q)
     zero_zero, minus_one = b.const([0, 0]), b.const([-1])
     split_heads = b.op("Concat", zero_zero, heads, minus_one, axis=0)                     # [0, 0, h, -1]
-    channels = b.op("Shape", "q", start=2, end=3)                                         # [C]
-    k, v = b.op("Split", "kv", b.op("Concat", channels, channels, axis=0), axis=2, outputs=2)
+    channels = b.op("Shape", q, start=2, end=3)                                           # [C]
+    k, v = b.op("Split", kv, b.op("Concat", channels, channels, axis=0), axis=2, outputs=2)
     # [Bw, N, C] -> [Bw, h, N, d] (q, v) or [Bw, h, d, N] (k, already transposed for q @ k^T)
-    q_h = b.op("Transpose", b.op("Reshape", b.op("Mul", "q", scale), split_heads), perm=[0, 2, 1, 3])
+    q_h = b.op("Transpose", b.op("Reshape", b.op("Mul", q, scale), split_heads), perm=[0, 2, 1, 3])
     k_t = b.op("Transpose", b.op("Reshape", k, split_heads), perm=[0, 2, 3, 1])
     v_h = b.op("Transpose", b.op("Reshape", v, split_heads), perm=[0, 2, 1, 3])
     logits = b.op("MatMul", q_h, k_t)                                                     # [Bw, h, N, N]
     if shifted:
         # mask[w, i, j] = -100 where tokens i and j of window w lie in different regions. Folding
         # it into the (small) bias first keeps a single Add on the big logits tensor.
-        ids = "region_ids"
         same = b.op("Equal", b.op("Unsqueeze", ids, b.const([2])), b.op("Unsqueeze", ids, b.const([1])))
-        mask = b.op("Where", same, b.op("CastLike", b.const(0.0, TensorProto.FLOAT), "q"),
-                    b.op("CastLike", b.const(-100.0, TensorProto.FLOAT), "q"))            # [nW, N, N]
-        bias_mask = b.op("Add", "bias", b.op("Unsqueeze", mask, b.const([1])))             # [nW, h, N, N]
-        windows = b.op("Shape", "region_ids", start=0, end=1)                             # [nW]
-        tokens = b.op("Shape", "q", start=1, end=2)                                       # [N]
+        mask = b.op("Where", same, b.op("CastLike", b.const(0.0, TensorProto.FLOAT), q),
+                    b.op("CastLike", b.const(-100.0, TensorProto.FLOAT), q))              # [nW, N, N]
+        bias_mask = b.op("Add", bias, b.op("Unsqueeze", mask, b.const([1])))               # [nW, h, N, N]
+        windows = b.op("Shape", ids, start=0, end=1)                                      # [nW]
+        tokens = b.op("Shape", q, start=1, end=2)                                         # [N]
         per_image = b.op("Concat", minus_one, windows, heads, tokens, tokens, axis=0)
         logits = b.op("Add", b.op("Reshape", logits, per_image), bias_mask)               # [B, nW, h, N, N]
         logits = b.op("Reshape", logits, b.op("Concat", minus_one, heads, tokens, tokens, axis=0))
     else:
-        logits = b.op("Add", logits, "bias")
-    w1 = b.op("Gather", "mix", b.const(0), axis=0)
-    w2 = b.op("Gather", "mix", b.const(1), axis=0)
+        logits = b.op("Add", logits, bias)
+    w1 = b.op("Gather", mix, b.const(0), axis=0)
+    w2 = b.op("Gather", mix, b.const(1), axis=0)
     relu = b.op("Relu", logits)
     attn = b.op("Add", b.op("Mul", b.op("Softmax", logits, axis=-1), w1), b.op("Mul", b.op("Mul", relu, relu), w2))
-    out = b.op("Transpose", b.op("MatMul", attn, v_h), perm=[0, 2, 1, 3])                 # [Bw, N, h, d]
-    b.op("Reshape", out, b.const([0, 0, -1]))
-    b.nodes[-1].output[0] = "out"
+    merged = b.op("Transpose", b.op("MatMul", attn, v_h), perm=[0, 2, 1, 3])              # [Bw, N, h, d]
+    b.op("Reshape", merged, b.const([0, 0, -1]))
+    b.nodes[-1].output[0] = out
     return helper.make_function(
-        DOMAIN, ASSA_SHIFTED_OP if shifted else ASSA_OP, inputs, ["out"], b.nodes,
-        [helper.make_opsetid("", opset)], attributes=["num_heads", "scale"],
+        DOMAIN, ASSA_SHIFTED_OP if shifted else ASSA_OP, [q, kv, bias, mix] + ([ids] if shifted else []), [out],
+        b.nodes, [helper.make_opsetid("", opset)], attributes=["num_heads", "scale"],
         attribute_protos=_plugin_attribute_defaults(),
         doc_string="Adaptive sparse attention (see ast_deploy.ops.assa for the contract).")
 
 
 def partial_conv_function(opset: int) -> FunctionProto:
     """Body of ``PartialConv``: 3x3 conv of the first Cp channels of a channels-last map."""
-    b = _Body("pconv")
-    conv_channels = b.op("Shape", "weight", start=0, end=1)                               # [Cp]
-    channels = b.op("Shape", "x", start=3, end=4)                                         # [C]
+    b = _Body("ast_pconv")
+    x, weight, y = "ast_pconv_x", "ast_pconv_weight", "ast_pconv_y"
+    conv_channels = b.op("Shape", weight, start=0, end=1)                                 # [Cp]
+    channels = b.op("Shape", x, start=3, end=4)                                           # [C]
     sizes = b.op("Concat", conv_channels, b.op("Sub", channels, conv_channels), axis=0)
-    head, tail = b.op("Split", "x", sizes, axis=3, outputs=2)
-    conv = b.op("Conv", b.op("Transpose", head, perm=[0, 3, 1, 2]), "weight",
+    head, tail = b.op("Split", x, sizes, axis=3, outputs=2)
+    conv = b.op("Conv", b.op("Transpose", head, perm=[0, 3, 1, 2]), weight,
                 kernel_shape=[3, 3], pads=[1, 1, 1, 1], strides=[1, 1], dilations=[1, 1], group=1)
     b.op("Concat", b.op("Transpose", conv, perm=[0, 2, 3, 1]), tail, axis=3)
-    b.nodes[-1].output[0] = "y"
+    b.nodes[-1].output[0] = y
     return helper.make_function(
-        DOMAIN, PARTIAL_CONV_OP, ["x", "weight"], ["y"], b.nodes, [helper.make_opsetid("", opset)],
+        DOMAIN, PARTIAL_CONV_OP, [x, weight], [y], b.nodes, [helper.make_opsetid("", opset)],
         attributes=[], attribute_protos=_plugin_attribute_defaults(),
         doc_string="Partial convolution (see ast_deploy.ops.partial_conv for the contract).")
 
@@ -196,8 +199,16 @@ def attach_functions(model: onnx.ModelProto) -> onnx.ModelProto:
     builders = {ASSA_OP: lambda: assa_function(False, opset), ASSA_SHIFTED_OP: lambda: assa_function(True, opset),
                 PARTIAL_CONV_OP: lambda: partial_conv_function(opset)}
     kept = [f for f in model.functions if not (f.domain == DOMAIN and f.name in used)]
+    added = [builders[name]() for name in sorted(used)]
+    # onnx-tensorrt resolves function-local names in the graph's name table: a clash would bind the
+    # wrong tensor, so refuse rather than risk it (local names all start with "ast_assa_"/"ast_pconv_").
+    graph_names = {v for n in model.graph.node for v in (*n.input, *n.output)}
+    graph_names |= {t.name for t in model.graph.initializer} | {v.name for v in model.graph.input}
+    local_names = {v for f in added for v in (*f.input, *f.output, *(o for n in f.node for o in n.output))}
+    if graph_names & local_names:
+        raise ValueError(f"graph values clash with local-function names: {sorted(graph_names & local_names)[:5]}")
     del model.functions[:]
-    model.functions.extend(kept + [builders[name]() for name in sorted(used)])
+    model.functions.extend(kept + added)
     if used and not any(o.domain == DOMAIN for o in model.opset_import):
         model.opset_import.append(helper.make_opsetid(DOMAIN, FUNCTION_VERSION))
     return model
