@@ -159,7 +159,11 @@ def _output_stem(task: str, shape, batch: int, custom_ops: bool) -> str:
 
 
 def ast_build_command(onnx_path: Path, recipe) -> str:
-    return f"ast-build --onnx {onnx_path} --recipe {recipe.path}"
+    """The command that builds the engine on the target, with the recipe's profile spelt out (the
+    target may have no recipe file, and a --recipe PATH given here is not the task's)."""
+    from ..engines.profile import profile_from_recipe
+
+    return f"ast-build {onnx_path} --shapes {profile_from_recipe(recipe)}"
 
 
 def _build_engine(onnx_path: Path, recipe) -> None:
@@ -222,7 +226,8 @@ def run(args) -> int:
 
     try:
         result = export_onnx(model, onnx_path, shape=args.shape, batch=static_batch, opset=opset,
-                             custom_ops=custom, progress=on_stage)
+                             custom_ops=custom, progress=on_stage,
+                             metadata={"ast.task": task.name})
         bar.update(1)
         bar.set_description_str(f"ast-export {task.name}: validate (pytorch, onnxruntime)")
         report: ValidationReport = validate_onnx(model, onnx_path, shapes, recipe.tolerance("fp32"), seed=args.seed,

@@ -101,7 +101,8 @@ def save_atomically(model: onnx.ModelProto, path: str | os.PathLike) -> Path:
 
 def export_onnx(model: torch.nn.Module, path: str | os.PathLike, *, shape: tuple[int, int] | None = None,
                 batch: int = 1, opset: int = DEFAULT_OPSET, custom_ops: bool = True, fuse: bool = True,
-                progress: Callable[[str], None] | None = None) -> ExportResult:
+                progress: Callable[[str], None] | None = None, metadata: dict[str, str] | None = None
+                ) -> ExportResult:
     """Export an ``AST`` to ``path`` and return what was written.
 
     ``shape=None`` (default) gives dynamic batch, H and W (each side a multiple of
@@ -110,6 +111,8 @@ def export_onnx(model: torch.nn.Module, path: str | os.PathLike, *, shape: tuple
     with their local functions (see :mod:`ast_deploy.export.custom_ops`); otherwise the graph holds
     standard ONNX ops only. The graph is constant-folded, cleaned, shape-inferred, rewritten by
     :mod:`ast_deploy.export.fusions` (``fuse``) and checked before it is written (atomically).
+    The model's metadata records ``ast.size_multiple`` (what the backends pad to) and ``metadata``
+    (the CLI adds ``ast.task``, from which ``ast-build`` finds the recipe's shape profile).
     """
     if opset < MIN_OPSET:
         raise ValueError(f"opset must be >= {MIN_OPSET} (LayerNormalization), got {opset}")
@@ -155,6 +158,7 @@ def export_onnx(model: torch.nn.Module, path: str | os.PathLike, *, shape: tuple
         _custom_ops.attach_functions(proto)
     proto = clean_graph(proto, rewrites=[legalize_split_for_opset17] + ([split_gated_linear] if fuse else []))
     _name_dynamic_axes(proto, input_shape)
+    onnx.helper.set_model_props(proto, {"ast.size_multiple": str(multiple), **(metadata or {})})
     stats = check_graph(proto)
     seconds["cleanup"] = time.perf_counter() - start
 
