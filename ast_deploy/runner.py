@@ -24,20 +24,25 @@ CHECKPOINT_SUFFIXES = {".pth", ".pt", ".ckpt", ".bin", ".tar"}
 
 
 def build_torch_model(source, task: str | None = None, config: dict | None = None):
-    """An ``AST`` from a checkpoint path and a task or an architecture config (guessed from the
-    checkpoint's keys when it is a released architecture)."""
-    from .model import ARCHITECTURES, AST, load_checkpoint, read_state_dict
-    from .model.checkpoint import guess_architecture
+    """An ``AST`` from a checkpoint path. Without ``config``, the architecture is the one among the
+    task's, the released ones and the demo model's whose keys and shapes the checkpoint has (so the
+    demo weights run with ``task="derain"``); when none fits, the task's, to explain the mismatch."""
+    from .demo import DEMO_CONFIG
+    from .model import ARCHITECTURES, AST, read_state_dict
+    from .model.checkpoint import guess_architecture, load_state_dict_strict
 
-    if config is None and task is not None:
-        config = get_task(task).architecture
+    state_dict = read_state_dict(source)
     if config is None:
-        arch = guess_architecture(read_state_dict(source))
-        if arch is None:
+        known = {**({"task": get_task(task).architecture} if task else {}), **ARCHITECTURES, "demo": DEMO_CONFIG}
+        name = guess_architecture(state_dict, known)
+        if name is not None:
+            config = known[name]
+        elif task is not None:
+            config = known["task"]
+        else:
             raise ValueError(f"{source}: say which architecture the checkpoint has (task=... or config=...); "
                              "its keys match no released architecture")
-        config = ARCHITECTURES[arch]
-    return load_checkpoint(AST(**config), source)
+    return load_state_dict_strict(AST(**config), state_dict, source)
 
 
 def open_backend(source, task=None, config=None, device="cpu", kernels=None, max_batch=None):

@@ -72,3 +72,22 @@ def test_bad_sources_and_inputs(runner, tmp_path):
         runner(np.zeros((64, 64, 5), dtype=np.uint8))
     with pytest.raises(ValueError, match=r"\[B, 3, H, W\]"):
         runner(np.zeros((1, 4, 64, 64), dtype=np.float32))
+
+
+def test_checkpoint_architecture_is_taken_from_its_keys(tmp_path):
+    """The demo checkpoint is not AST-B: with task="derain" the Runner still builds the model the
+    file holds, and keeps the task's protocol; a file matching nothing known gets the task's error."""
+    from ast_deploy.demo import DEMO_CONFIG, demo_weights
+    from ast_deploy.model import CheckpointError
+
+    runner = Runner(demo_weights("derain"), task="derain")
+    assert runner.backend.model.config["depths"] == DEMO_CONFIG["depths"]
+    assert str(runner.protocol) == "square-pad:128"
+    from conftest import TINY_CONFIG
+    from ast_deploy.model import AST
+
+    torch.save(AST(**TINY_CONFIG).state_dict(), tmp_path / "tiny.pth")
+    with pytest.raises(CheckpointError, match="does not fit"):
+        Runner(tmp_path / "tiny.pth", task="derain")
+    with pytest.raises(ValueError, match="say which architecture"):
+        Runner(tmp_path / "tiny.pth")

@@ -47,12 +47,14 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     return {k.removeprefix("module."): v for k, v in obj.items()}
 
 
-def guess_architecture(state_dict: Mapping[str, torch.Tensor]) -> str | None:
-    """Name of the released architecture whose keys and shapes the state dict has, if any."""
+def guess_architecture(state_dict: Mapping[str, torch.Tensor], candidates: Mapping[str, dict] | None = None
+                       ) -> str | None:
+    """Name of the architecture (among ``candidates``, default the released ones) whose keys and
+    shapes the state dict has, if any."""
     from .ast import AST
 
     shapes = {k: tuple(v.shape) for k, v in state_dict.items()}
-    for name, config in ARCHITECTURES.items():
+    for name, config in (ARCHITECTURES if candidates is None else candidates).items():
         with torch.device("meta"):
             reference = AST(**config).state_dict()
         if shapes == {k: tuple(v.shape) for k, v in reference.items()}:
@@ -76,7 +78,12 @@ def describe_mismatch(model: nn.Module, state_dict: Mapping[str, torch.Tensor], 
 
 def load_checkpoint(model: nn.Module, path: str | os.PathLike) -> nn.Module:
     """Load an official-layout checkpoint into ``model`` strictly; return the model."""
-    state_dict = read_state_dict(path)
+    return load_state_dict_strict(model, read_state_dict(path), path)
+
+
+def load_state_dict_strict(model: nn.Module, state_dict: Mapping[str, torch.Tensor],
+                           path: str | os.PathLike = "state dict") -> nn.Module:
+    """``load_checkpoint`` for a state dict already read (``path`` names it in errors)."""
     problems = describe_mismatch(model, state_dict)
     if problems:
         arch = guess_architecture(state_dict)
