@@ -5,7 +5,7 @@ from .tasks import TASKS, get_task
 __all__ = ["Runner", "TASKS", "get_task", "restore_file"]
 
 
-def __getattr__(name):  # keep `import ast_deploy` light: torch and friends load on first use
+def __getattr__(name):  # the Runner pulls in ONNX Runtime, Pillow and the backends: load it on first use
     if name == "Runner":
         from .runner import Runner
 
