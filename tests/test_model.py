@@ -73,3 +73,31 @@ def test_wrong_input_size_is_a_clear_error(tiny_model):
         tiny_model(torch.rand(1, 3, 100, 128))
     with pytest.raises(ValueError, match=r"\[B, 3, H, W\]"):
         tiny_model(torch.rand(3, 128, 128))
+
+
+@pytest.mark.slow
+def test_ast_b_non_square_batch_agrees_with_single_runs():
+    torch.manual_seed(0)
+    model = AST(**AST_B).eval()
+    x = torch.rand(2, 3, 128, 256)
+    with torch.no_grad():
+        batched = model(x)
+        single = torch.cat([model(x[i : i + 1]) for i in range(2)])
+    assert rel_err(batched, single) < 1e-5
+
+
+@pytest.mark.slow
+def test_ast_b_checkpoint_runs_without_saying_its_architecture(tmp_path):
+    """A released-architecture checkpoint in the official layout is recognised from its keys."""
+    from ast_deploy import Runner
+
+    torch.manual_seed(1)
+    model = AST(**AST_B).eval()
+    torch.save({"epoch": 1, "state_dict": {f"module.{k}": v for k, v in model.state_dict().items()}},
+               tmp_path / "ast_b.pth")
+    runner = Runner(tmp_path / "ast_b.pth", protocol="pad:128")
+    x = np.random.default_rng(0).random((3, 100, 140), dtype=np.float32)
+    padded = np.pad(x[None], ((0, 0), (0, 0), (0, 28), (0, 116)), mode="reflect")
+    with torch.no_grad():
+        expected = model(torch.from_numpy(padded)).numpy()[0, :, :100, :140]
+    assert rel_err(runner(x), expected) < 1e-5
