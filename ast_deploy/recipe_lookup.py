@@ -13,20 +13,17 @@ class RecipeUnavailable(ValueError):
 
 
 def task_recipe(task: str | None, *, required: bool = False):
-    """The recipe of ``task``, or None (no task, no export package, or no recipe file). A recipe that
+    """The recipe of ``task``, or None (no task, or no loadable recipe). A recipe that
     was asked for explicitly (``required``) and cannot be loaded is a RecipeUnavailable error; an
     implicit one only logs a warning, and the caller falls back to its defaults."""
     if task is None:
         return None
+    from .export.recipes import load_recipe
+
     try:
-        from .export.recipes import load_recipe
-    except ImportError as e:
-        problem = f"ast_deploy.export.recipes is not available ({e})"
-    else:
-        try:
-            return load_recipe(task)
-        except Exception as e:  # RecipeError: missing file (installed package), bad TOML, unknown task
-            problem = str(e)
+        return load_recipe(task)
+    except ValueError as e:  # RecipeError (missing file in an installed package, bad TOML), unknown task
+        problem = str(e)
     if required:
         raise RecipeUnavailable(f"cannot load the recipe of task {task!r}: {problem}")
     log.warning("no recipe for task %r, using defaults: %s", task, problem)

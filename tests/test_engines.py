@@ -356,32 +356,22 @@ def test_real_build_caches_and_records(tmp_path):
     assert engine.stat().st_mtime_ns == mtime  # reused, not rebuilt
 
 
-def test_task_recipe_lookup(monkeypatch, caplog):
+def test_task_recipe_lookup(caplog):
     from ast_deploy.recipe_lookup import RecipeUnavailable, task_recipe
 
-    def load_recipe(task):
-        if task != "derain":
-            raise ValueError(f"recipe export/{task}.toml not found")
-        return types.SimpleNamespace(profile=types.SimpleNamespace(min=(1, 3, 128, 128), opt=(1, 3, 512, 512),
-                                                                   max=(4, 3, 1024, 1024)))
-
-    package, module = types.ModuleType("ast_deploy.export"), types.ModuleType("ast_deploy.export.recipes")
-    module.load_recipe = load_recipe
-    monkeypatch.setitem(sys.modules, "ast_deploy.export", package)
-    monkeypatch.setitem(sys.modules, "ast_deploy.export.recipes", module)
     assert task_recipe(None) is None
-    assert task_recipe("derain").profile.max == (4, 3, 1024, 1024)
+    assert task_recipe("derain").profile.max == (4, 3, 1024, 1024)  # export/derain.toml
     with caplog.at_level("WARNING"):
-        assert task_recipe("dehaze") is None
+        assert task_recipe("desnow") is None
     assert "using defaults" in caplog.text
-    with pytest.raises(RecipeUnavailable, match="dehaze.toml not found"):
-        task_recipe("dehaze", required=True)
+    with pytest.raises(RecipeUnavailable, match="unknown task 'desnow'"):
+        task_recipe("desnow", required=True)
     # The builder takes the profile from the recipe named, or from the ONNX's task.
     assert str(resolve_profile(info(), None, "derain")) == "1x3x128x128:1x3x512x512:4x3x1024x1024"
     assert str(resolve_profile(info(metadata={"ast.task": "derain"}))) == "1x3x128x128:1x3x512x512:4x3x1024x1024"
-    with pytest.raises(ProfileError, match="cannot load the recipe of task 'dehaze'"):
-        resolve_profile(info(), None, "dehaze")
-    assert resolve_profile(info((1, 3, 256, 256), {"ast.task": "dehaze"})) == ShapeProfile.static((1, 3, 256, 256))
+    with pytest.raises(ProfileError, match="cannot load the recipe of task 'desnow'"):
+        resolve_profile(info(), None, "desnow")
+    assert resolve_profile(info((1, 3, 256, 256), {"ast.task": "desnow"})) == ShapeProfile.static((1, 3, 256, 256))
 
 
 def test_onnx_hash_covers_external_weights(tmp_path):
