@@ -6,13 +6,15 @@ through pypng and TIFF through tifffile.
 
 from __future__ import annotations
 
+import io
 import os
-import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from .fileio import atomic_write
 
 READABLE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp"}
 
@@ -124,7 +126,7 @@ def quantize(pixels: np.ndarray, bit_depth: int = 8) -> np.ndarray:
 
 
 def write_png(path: str | os.PathLike, pixels: np.ndarray, bit_depth: int = 8) -> Path:
-    """Write an RGB PNG atomically: a temporary file beside the target, then a rename."""
+    """Write an RGB PNG atomically (encoded in memory, then a temporary file renamed over ``path``)."""
     import png
 
     path = Path(path)
@@ -132,17 +134,10 @@ def write_png(path: str | os.PathLike, pixels: np.ndarray, bit_depth: int = 8) -
         pixels = quantize(pixels, bit_depth)
     bit_depth = 16 if pixels.dtype == np.uint16 else 8
     height, width, channels = pixels.shape
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            png.Writer(width, height, greyscale=channels == 1, alpha=False, bitdepth=bit_depth).write(
-                f, pixels.reshape(height, width * channels))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    encoded = io.BytesIO()
+    png.Writer(width, height, greyscale=channels == 1, alpha=False, bitdepth=bit_depth).write(
+        encoded, pixels.reshape(height, width * channels))
+    return atomic_write(path, encoded.getvalue())
 
 
 def restore_file(src: str | os.PathLike, dst: str | os.PathLike, runner, side_by_side: bool = False) -> Path:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import xml.etree.ElementTree as ET
 
-from ..engines.cache import atomic_write
+from ..fileio import atomic_write
 from .parity import ParityReport, format_value
 
 

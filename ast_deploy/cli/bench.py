@@ -31,7 +31,7 @@ def main(argv=None) -> int:
         p.error("--batch and --runs must be >= 1, --warmup >= 0")
     from ..bench import benchmark, format_table
     from ..checks.synthetic import parse_sizes, synthetic_image
-    from ..engines.cache import atomic_write
+    from ..fileio import atomic_write
 
     try:
         sizes = parse_sizes(args.sizes)

@@ -21,7 +21,8 @@ def main(argv: list[str] | None = None) -> int:
     from PIL import Image, ImageDraw
 
     from . import build_demo_model
-    from .pairs import held_out_pairs, psnr
+    from ..checks.metrics import psnr
+    from .pairs import held_out_pairs
     from .train import restore
 
     model = build_demo_model()

@@ -43,11 +43,6 @@ def held_out_pairs(multiple: int = 64, max_side: int = 256) -> list[tuple[str, n
     return pairs
 
 
-def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    """PSNR in dB of two images in [0, 1]."""
-    mse = float(np.mean((np.asarray(a, np.float64) - np.asarray(b, np.float64)) ** 2))
-    return float("inf") if mse == 0 else float(10.0 * np.log10(1.0 / mse))
-
 
 def write_calibration_images(folder, count: int = 8, size: int = 128, seed: int = 11) -> list:
     """Rainy crops of the *training* photographs (never held-out ones) as PNGs: the default

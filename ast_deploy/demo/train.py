@@ -31,7 +31,8 @@ def restore(model, rainy: np.ndarray) -> np.ndarray:
 
 
 def evaluate_held_out(model, multiple: int) -> dict:
-    from .pairs import held_out_pairs, psnr
+    from ..checks.metrics import psnr
+    from .pairs import held_out_pairs
 
     rows = []
     for name, rainy, clean in held_out_pairs(multiple):

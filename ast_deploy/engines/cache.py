@@ -6,10 +6,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 import time
 from pathlib import Path
 
+from ..fileio import atomic_write  # noqa: F401  (re-exported: engines write through it)
 from .target import Target
 
 CACHE_FORMAT = 1  # bump when the meaning of a key changes
@@ -31,24 +31,6 @@ def default_engine_path(onnx_path: str | os.PathLike, key: str) -> Path:
 def sidecar_path(engine_path: str | os.PathLike) -> Path:
     engine_path = Path(engine_path)
     return engine_path.with_name(engine_path.name + ".json")
-
-
-def atomic_write(path: str | os.PathLike, data: bytes | str) -> Path:
-    """Write to a temporary file beside ``path``, then rename over it: readers see the old file or
-    the new one, never half of one (a killed build leaves no broken engine behind)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data.encode() if isinstance(data, str) else data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
 
 
 def sidecar_content(*, key: str, engine_path, onnx, target: Target, profile, options: dict, plugins: dict,

@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import tempfile
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -15,6 +14,7 @@ from typing import Callable
 import onnx
 import torch
 
+from ..fileio import atomic_write
 from . import custom_ops as _custom_ops
 from .cleanup import GraphStats, check_graph, clean_graph
 from .fusions import legalize_split_for_opset17, split_gated_linear
@@ -79,24 +79,8 @@ def _dynamic_shapes(multiple: int) -> dict:
 
 
 def save_atomically(model: onnx.ModelProto, path: str | os.PathLike) -> Path:
-    """Write ``model`` (weights inline) to a temporary file beside ``path``, then rename it over ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(model.SerializeToString())
-            f.flush()
-            os.fsync(f.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes the file private
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    return path
+    """Write ``model`` (weights inline) to ``path`` atomically."""
+    return atomic_write(path, model.SerializeToString())
 
 
 def export_onnx(model: torch.nn.Module, path: str | os.PathLike, *, shape: tuple[int, int] | None = None,

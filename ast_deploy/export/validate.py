@@ -55,12 +55,9 @@ class ValidationReport:
         return d
 
     def save(self, path: str | os.PathLike) -> Path:
-        path = Path(path)
-        text = json.dumps(self.to_dict(), indent=2, allow_nan=False) + "\n"
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text(text)
-        os.replace(tmp, path)
-        return path
+        from ..fileio import atomic_write
+
+        return atomic_write(path, json.dumps(self.to_dict(), indent=2, allow_nan=False) + "\n")
 
     def table(self) -> str:
         tol = Tolerance(**self.tolerance)

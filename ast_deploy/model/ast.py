@@ -23,7 +23,6 @@ import math
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from ..ops import ASSA_IMPLS, PARTIAL_CONV_IMPLS, get_impl
 

@@ -8,6 +8,7 @@ import os
 from pathlib import Path
 from typing import Callable
 
+from ..fileio import atomic_write
 from .calibration import default_calibration_folder, load_calibration
 
 DEFAULT_MIN_PSNR = {"fp16": 45.0, "int8": 35.0}  # dB vs FP32; recipes override
@@ -51,7 +52,7 @@ def make_precision(onnx_path: str | os.PathLike, precision: str, *, calib_dir: s
         report = quantize_int8(onnx_path, out, calib, validate=cases, min_psnr=budget)
     report["validation_source"] = source
     report_path = out.with_suffix(".precision.json")
-    report_path.write_text(json.dumps(report, indent=1) + "\n")
+    atomic_write(report_path, json.dumps(report, indent=1) + "\n")
     for line in summary(precision, report):
         log(line)
     log(f"precision report: {report_path}")

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 
+from ..fileio import atomic_write
 from .calibration import CalibrationSet, cache_dir
 from .graph import ensure_node_names, inline_with_owners, model_hash
 
@@ -105,7 +106,7 @@ def collect_ranges(model: onnx.ModelProto | str | Path, calib: CalibrationSet, *
         _update(stats, input_name, batch)
     ranges = Ranges(stats, {k: v for k, v in owners.items() if k in stats}, key)
     if use_cache:
-        cache.write_text(ranges.to_json())
+        atomic_write(cache, ranges.to_json())
     return ranges
 
 

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..checks import metrics
 from .ranges import load_model, ort_session
 
 
@@ -19,10 +20,9 @@ class Case:
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
     """PSNR of images in [0, 1] (both clipped, as saved images are); a non-finite pixel of ``a``
     counts as the largest error."""
+    b = np.clip(np.asarray(b, np.float64), 0, 1)
     a = np.asarray(a, np.float64)
-    diff = np.where(np.isfinite(a), np.clip(a, 0, 1) - np.clip(np.asarray(b, np.float64), 0, 1), 1.0)
-    mse = float(np.mean(diff ** 2))
-    return float("inf") if mse == 0 else float(10.0 * np.log10(1.0 / mse))
+    return metrics.psnr(np.where(np.isfinite(a), np.clip(a, 0, 1), b + 1.0), b)
 
 
 def demo_cases(multiple: int, max_side: int = 256) -> list[Case]:
