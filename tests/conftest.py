@@ -12,7 +12,8 @@ if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
 REPO = Path(__file__).resolve().parents[1]
-PARITY = Path(os.environ.get("AST_PARITY_DIR", REPO.parent / "shared" / "parity"))
+# The official fixtures live in the repository (tests/data/parity); AST_PARITY_DIR points elsewhere.
+PARITY = Path(os.environ.get("AST_PARITY_DIR", REPO / "tests" / "data" / "parity"))
 
 # A configuration small enough for CPU tests that still has every feature of AST-B: attention in the
 # bottleneck and decoder, shifted windows (depth 2), FRFN with its partial convolution.
@@ -66,11 +67,26 @@ def parity_cases(parity_dir):
 @pytest.fixture(scope="session")
 def parity_model(parity_dir):
     """The official implementation's randomised model, loaded from the shared checkpoint."""
+    return _load_official(parity_dir)
+
+
+def _load_official(folder: Path):
     from ast_deploy.model import AST, load_checkpoint
 
-    config = json.loads((parity_dir / "config.json").read_text())
+    config = json.loads((folder / "config.json").read_text())
     config.pop("token_projection", None)
-    return load_checkpoint(AST(**config), parity_dir / "checkpoint.pth").eval()
+    return load_checkpoint(AST(**config), folder / "checkpoint.pth").eval()
+
+
+@pytest.fixture(scope="session")
+def shifted_cases(parity_dir):
+    return dict(np.load(parity_dir / "shifted" / "cases.npz"))
+
+
+@pytest.fixture(scope="session")
+def shifted_model(parity_dir):
+    """The official depth-2 model: the second block of every shifting level really shifts."""
+    return _load_official(parity_dir / "shifted")
 
 
 @pytest.fixture()

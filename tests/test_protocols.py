@@ -10,14 +10,18 @@ def rel_err(a, b):
     return float(np.abs(np.asarray(a) - b).max() / np.abs(b).max())
 
 
+@pytest.mark.parametrize("fixtures", ["depth1", "shifted"])
 @pytest.mark.parametrize("case,protocol", [("spad0", "square-pad:128"), ("tiles0", None)])
-def test_official_protocols_match_fixtures(parity_model, parity_cases, case, protocol):
+def test_official_protocols_match_fixtures(request, fixtures, case, protocol):
+    model, cases = ((request.getfixturevalue("parity_model"), request.getfixturevalue("parity_cases"))
+                    if fixtures == "depth1" else
+                    (request.getfixturevalue("shifted_model"), request.getfixturevalue("shifted_cases")))
     if protocol is None:
-        crop, overlap = parity_cases[f"{case}_crop_overlap"]
+        crop, overlap = cases[f"{case}_crop_overlap"]
         protocol = f"tiles:{crop}:{overlap}"
-    runner = Runner(parity_model, protocol=protocol)
-    x = parity_cases[f"{case}_in"].astype(np.float32) / 255.0
-    assert rel_err(runner(x), parity_cases[f"{case}_out"]) < 1e-4
+    runner = Runner(model, protocol=protocol)
+    x = cases[f"{case}_in"].astype(np.float32) / 255.0
+    assert rel_err(runner(x), cases[f"{case}_out"]) < 1e-5
 
 
 def test_pad_protocol_is_reflect_pad_and_crop(tiny_model):
