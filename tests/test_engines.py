@@ -14,7 +14,7 @@ from ast_deploy.engines.cache import (atomic_write, cache_key, default_engine_pa
                                       sidecar_content, sidecar_path, write_engine)
 from ast_deploy.engines.onnx_info import OnnxInfo, inspect_onnx
 from ast_deploy.engines.plugins import PluginError, resolve_plugins
-from ast_deploy.engines.profile import ProfileError, ShapeProfile, profile_from_recipe
+from ast_deploy.shapes import ProfileError, ShapeProfile, profile_from_recipe
 from ast_deploy.engines.target import Target, TensorRTNotInstalled
 from runtime_helpers import have_tensorrt
 

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from ..engines.cache import read_sidecar
-from ..engines.profile import ShapeProfile, format_shape
+from ..shapes import ShapeProfile, format_shape
 from ..engines.target import Target, current_target, import_tensorrt
 from .base import DEFAULT_SIZE_MULTIPLE, Backend, BackendError, ShapeError
 

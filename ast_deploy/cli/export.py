@@ -161,7 +161,7 @@ def _output_stem(task: str, shape, batch: int, custom_ops: bool) -> str:
 def ast_build_command(onnx_path: Path, recipe) -> str:
     """The command that builds the engine on the target, with the recipe's profile spelt out (the
     target may have no recipe file, and a --recipe PATH given here is not the task's)."""
-    from ..engines.profile import profile_from_recipe
+    from ..shapes import profile_from_recipe
 
     return f"ast-build {onnx_path} --shapes {profile_from_recipe(recipe)}"
 

@@ -16,7 +16,7 @@ from ..recipe_lookup import RecipeUnavailable, task_recipe
 from .cache import cache_key, default_engine_path, is_cached, sidecar_content, write_engine
 from .onnx_info import OnnxInfo, inspect_onnx
 from .plugins import resolve_plugins
-from .profile import ProfileError, ShapeProfile, profile_from_recipe
+from ..shapes import ProfileError, ShapeProfile, profile_from_recipe
 from .target import current_target, import_tensorrt
 
 log = logging.getLogger(__name__)
