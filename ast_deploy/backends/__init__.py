@@ -10,7 +10,9 @@ import os
 import sys
 from pathlib import Path
 
-from .base import DEFAULT_SIZE_MULTIPLE, Backend, BackendError, ShapeError, ShapeRange
+from ..metadata import DEFAULT_SIZE_MULTIPLE
+from ..shapes import ShapeRange
+from .base import Backend, BackendError, ShapeError
 
 ONNX_SUFFIXES = (".onnx",)
 ENGINE_SUFFIXES = (".plan", ".engine", ".trt")

@@ -12,10 +12,8 @@ import abc
 
 import numpy as np
 
-# ((min_batch, min_h, min_w), (max_batch, max_h, max_w)); None in the max tuple: unbounded.
-ShapeRange = tuple[tuple[int, int, int], tuple["int | None", "int | None", "int | None"]]
-
-DEFAULT_SIZE_MULTIPLE = 128  # every released AST takes H and W in multiples of 128
+from ..metadata import DEFAULT_SIZE_MULTIPLE
+from ..shapes import ShapeRange, format_shape_range, shape_in_range
 
 
 class BackendError(RuntimeError):
@@ -74,16 +72,3 @@ class Backend(abc.ABC):
         rng = "any size" if self.shape_range is None else format_shape_range(self.shape_range)
         return f"<{type(self).__name__} {self.name}: multiple of {self.size_multiple}, {rng}>"
 
-
-def shape_in_range(bhw: tuple[int, int, int], shape_range: ShapeRange) -> bool:
-    low, high = shape_range
-    return all(lo <= v and (hi is None or v <= hi) for v, lo, hi in zip(bhw, low, high))
-
-
-def format_shape_range(shape_range: ShapeRange) -> str:
-    (b0, h0, w0), (b1, h1, w1) = shape_range
-
-    def span(lo, hi):
-        return str(lo) if lo == hi else f"{lo}..{'any' if hi is None else hi}"
-
-    return f"batch {span(b0, b1)}, H {span(h0, h1)}, W {span(w0, w1)}"

@@ -30,11 +30,12 @@ def main(argv=None) -> int:
     if args.batch < 1 or args.runs < 1 or args.warmup < 0:
         p.error("--batch and --runs must be >= 1, --warmup >= 0")
     from ..bench import benchmark, format_table
-    from ..checks.synthetic import parse_sizes, synthetic_image
+    from ..checks.synthetic import synthetic_image
+    from ..shapes import parse_sizes
     from ..fileio import atomic_write
 
     try:
-        sizes = parse_sizes(args.sizes)
+        sizes = parse_sizes(args.sizes, min_side=16)
     except ValueError as e:
         p.error(f"--sizes: {e}")
     rows = []

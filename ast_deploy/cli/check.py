@@ -71,10 +71,11 @@ def image_cases(folder: str):
 
 def synthetic_cases(sizes: str, seed: int):
     from ..checks.parity import Case
-    from ..checks.synthetic import parse_sizes, synthetic_image
+    from ..checks.synthetic import synthetic_image
+    from ..shapes import parse_sizes
 
     try:
-        parsed = parse_sizes(sizes)
+        parsed = parse_sizes(sizes, min_side=16)
     except ValueError as e:
         raise UsageError(f"--sizes: {e}") from None
     return [Case(f"synthetic-{h}x{w}-seed{seed + i}", synthetic_image(h, w, seed + i)) for i, (h, w) in enumerate(parsed)]

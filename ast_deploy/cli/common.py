@@ -7,11 +7,21 @@ import glob
 import json
 from pathlib import Path
 
+from ..shapes import parse_size
+
 GLOB_CHARS = set("*?[")
 
 
 class UsageError(Exception):
     """Bad command-line input found after parsing (missing file, bad JSON): exit code 2."""
+
+
+def size_arg(text: str) -> tuple[int, int]:
+    """argparse type of an ``HxW`` option (``--shape``)."""
+    try:
+        return parse_size(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def add_model_options(p: argparse.ArgumentParser, protocol_help: str = "") -> None:

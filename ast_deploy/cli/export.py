@@ -11,10 +11,12 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
-import re
 import sys
 import time
 from pathlib import Path
+
+from ..metadata import export_metadata
+from .common import size_arg
 
 EXIT_OK, EXIT_TOLERANCE, EXIT_USAGE, EXIT_CHECKPOINT, EXIT_EXPORT = 0, 1, 2, 3, 4
 
@@ -56,13 +58,6 @@ def resolve_weights(task, weights: str | None, random_init: bool) -> Path | None
         f"  To try the pipeline without weights, add --random-init (the exported model is then untrained).")
 
 
-def _shape(text: str) -> tuple[int, int]:
-    m = re.fullmatch(r"\s*(\d+)\s*[xX]\s*(\d+)\s*", text)
-    if not m:
-        raise argparse.ArgumentTypeError(f"expected HxW such as 512x512, got {text!r}")
-    return int(m.group(1)), int(m.group(2))
-
-
 def _positive(text: str) -> int:
     try:
         value = int(text)
@@ -89,7 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--random-init", action="store_true", help="no checkpoint: export a randomly initialised model")
     p.add_argument("--out", metavar="DIR", type=Path, help="output folder (default engines/<task>/)")
     s = p.add_mutually_exclusive_group()
-    s.add_argument("--shape", metavar="HxW", type=_shape, help="static input size (multiples of the model's size multiple)")
+    s.add_argument("--shape", metavar="HxW", type=size_arg, help="static input size (multiples of the model's size multiple)")
     s.add_argument("--dynamic", action="store_true", help="dynamic batch, height and width (the default)")
     p.add_argument("--batch", metavar="N", type=_positive,
                    help="batch of a static (--shape) export, default 1; with --dynamic the validation batch "
@@ -227,7 +222,7 @@ def run(args) -> int:
     try:
         result = export_onnx(model, onnx_path, shape=args.shape, batch=static_batch, opset=opset,
                              custom_ops=custom, progress=on_stage,
-                             metadata={"ast.task": task.name})
+                             metadata=export_metadata(multiple, task.name))
         bar.update(1)
         bar.set_description_str(f"ast-export {task.name}: validate (pytorch, onnxruntime)")
         report: ValidationReport = validate_onnx(model, onnx_path, shapes, recipe.tolerance("fp32"), seed=args.seed,

@@ -15,6 +15,7 @@ import onnx
 import torch
 
 from ..fileio import atomic_write
+from ..metadata import export_metadata
 from . import custom_ops as _custom_ops
 from .cleanup import GraphStats, check_graph, clean_graph
 from .fusions import legalize_split_for_opset17, split_gated_linear
@@ -142,7 +143,7 @@ def export_onnx(model: torch.nn.Module, path: str | os.PathLike, *, shape: tuple
         _custom_ops.attach_functions(proto)
     proto = clean_graph(proto, rewrites=[legalize_split_for_opset17] + ([split_gated_linear] if fuse else []))
     _name_dynamic_axes(proto, input_shape)
-    onnx.helper.set_model_props(proto, {"ast.size_multiple": str(multiple), **(metadata or {})})
+    onnx.helper.set_model_props(proto, {**export_metadata(multiple), **(metadata or {})})
     stats = check_graph(proto)
     seconds["cleanup"] = time.perf_counter() - start
 
