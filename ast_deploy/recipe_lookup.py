@@ -18,7 +18,7 @@ def task_recipe(task: str | None, *, required: bool = False):
     implicit one only logs a warning, and the caller falls back to its defaults."""
     if task is None:
         return None
-    from .export.recipes import load_recipe
+    from .recipes import load_recipe
 
     try:
         return load_recipe(task)

@@ -13,7 +13,7 @@ from onnx import TensorProto, helper
 
 from ast_deploy.export import (ASSA_OP, ASSA_SHIFTED_OP, DOMAIN, PARTIAL_CONV_OP, attach_functions, export_onnx,
                                load_recipe, validate_onnx)
-from ast_deploy.export.recipes import RecipeError
+from ast_deploy.recipes import RecipeError
 from ast_deploy.model import AST
 from ast_deploy.model.ast import PartialConv, WindowAttentionSparse, shift_region_ids
 from ast_deploy.ops import assa_reference, partial_conv_reference

@@ -10,7 +10,7 @@ from .custom_ops import ASSA_OP, ASSA_SHIFTED_OP, DOMAIN, PARTIAL_CONV_OP, attac
 from .onnx_export import (DEFAULT_OPSET, INPUT_NAME, MIN_OPSET, OUTPUT_NAME, ExportError, ExportResult,
                           export_onnx, ops_impl, save_atomically)
 from .precision import PrecisionNotAvailable, apply_precision
-from .recipes import Recipe, RecipeError, Tolerance, load_recipe
+from ..recipes import Recipe, RecipeError, Tolerance, load_recipe
 from .validate import ValidationReport, validate_onnx
 
 __all__ = [

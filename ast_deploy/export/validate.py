@@ -19,7 +19,7 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from .recipes import Tolerance
+from ..recipes import Tolerance
 
 Shape = tuple[int, int, int, int]
 
