@@ -10,7 +10,6 @@ integers and raise ``ValueError`` with a message that says how to write the valu
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
 
 Shape = tuple[int, int, int, int]
@@ -120,30 +119,6 @@ class ShapeProfile:
 
     def __str__(self) -> str:
         return ":".join(format_shape(s) for s in (self.min, self.opt, self.max))
-
-
-def profile_from_recipe(recipe) -> ShapeProfile | None:
-    """The profile a task recipe declares, or None. Accepts the recipe as a mapping or an object with a
-    ``profile`` (or ``shapes``) entry that is either ``"MIN:OPT:MAX"`` or ``{min, opt, max}`` with each
-    shape a ``"1x3x128x128"`` string or a list of ints."""
-    if recipe is None:
-        return None
-    entry = None
-    for key in ("profile", "shapes"):
-        entry = recipe.get(key) if isinstance(recipe, Mapping) else getattr(recipe, key, None)
-        if entry is not None:
-            break
-    if entry is None:
-        return None
-    if isinstance(entry, ShapeProfile):
-        return entry
-    if isinstance(entry, str):
-        return ShapeProfile.parse(entry)
-    get = entry.get if isinstance(entry, Mapping) else lambda k: getattr(entry, k, None)
-    shapes = [get(k) for k in ("min", "opt", "max")]
-    if any(s is None for s in shapes):
-        raise ProfileError(f"the recipe's profile needs min, opt and max shapes, got {entry!r}")
-    return ShapeProfile(*(parse_shape(s) if isinstance(s, str) else tuple(int(d) for d in s) for s in shapes))
 
 
 def shape_in_range(bhw: tuple[int, int, int], shape_range: ShapeRange) -> bool:

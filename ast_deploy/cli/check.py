@@ -106,12 +106,12 @@ def main(argv=None) -> int:
     from ..checks.parity import check_parity
     from ..checks.report import text_table
     from ..checks.tolerances import tolerance_for
-    from ..recipe_lookup import task_recipe
+    from ..recipes import load_recipe
 
     try:
         cases = (image_cases(args.images) if args.images else []) + (
             synthetic_cases(args.sizes or DEFAULT_SIZES, args.seed) if args.sizes or not args.images else [])
-        tolerance = tolerance_for(args.precision, task_recipe(args.task))
+        tolerance = tolerance_for(args.precision, load_recipe(args.task, required=False))
         reference = open_runner(args.reference, args)
         candidate = open_runner(args.candidate, args)
     except UsageError as e:

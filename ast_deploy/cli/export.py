@@ -99,7 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
                       help="INT8 graph: symmetric Q/DQ on the inputs of Conv/MatMul/Gemm, calibrated on --calib")
     p.add_argument("--calib", metavar="DIR", type=Path,
                    help="calibration images for --fp16/--int8 (default: the demo's rainy images)")
-    p.add_argument("--recipe", metavar="PATH", type=Path, help="recipe TOML instead of export/<task>.toml")
+    p.add_argument("--recipe", metavar="PATH", type=Path, help="recipe TOML instead of the task's shipped recipe")
     p.add_argument("--arch-config", metavar="PATH", type=Path,
                    help="JSON of AST constructor keywords replacing the task's architecture "
                         "(for tests and experiments with non-released configurations)")
@@ -156,9 +156,7 @@ def _output_stem(task: str, shape, batch: int, custom_ops: bool) -> str:
 def ast_build_command(onnx_path: Path, recipe) -> str:
     """The command that builds the engine on the target, with the recipe's profile spelt out (the
     target may have no recipe file, and a --recipe PATH given here is not the task's)."""
-    from ..shapes import profile_from_recipe
-
-    return f"ast-build {onnx_path} --shapes {profile_from_recipe(recipe)}"
+    return f"ast-build {onnx_path} --shapes {recipe.profile}"
 
 
 def _build_engine(onnx_path: Path, recipe) -> None:

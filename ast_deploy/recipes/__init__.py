@@ -1,4 +1,5 @@
-"""Per-task export recipes: the TOML files in the repository's top-level ``export/`` folder.
+"""Per-task deployment recipes: the TOML files beside this module (``ast_deploy/recipes/<task>.toml``),
+shipped in the wheel and read with ``importlib.resources``; ``--recipe PATH`` reads another file.
 
 A recipe holds deployment settings only: the TensorRT shape profile, the validation sizes and the
 accuracy tolerances per precision. The architecture and the inference protocol belong to the task
@@ -7,12 +8,16 @@ accuracy tolerances per precision. The architecture and the inference protocol b
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import sys
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
 
+from ..checks.tolerances import PRECISIONS, Tolerance
+from ..shapes import ProfileError, ShapeProfile
 from ..tasks import Task, get_task
 
 if sys.version_info >= (3, 11):
@@ -20,8 +25,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-RECIPES_DIR = Path(__file__).resolve().parents[2] / "export"
-PRECISIONS = ("fp32", "fp16", "int8")
+log = logging.getLogger(__name__)
 
 
 class RecipeError(ValueError):
@@ -29,26 +33,13 @@ class RecipeError(ValueError):
 
 
 @dataclass(frozen=True)
-class Tolerance:
-    psnr_db: float  # minimum PSNR of the exported output against PyTorch's
-    max_rel: float  # maximum of max|out - ref| / max|ref|
-
-
-@dataclass(frozen=True)
-class Profile:
-    min: tuple[int, int, int, int]
-    opt: tuple[int, int, int, int]
-    max: tuple[int, int, int, int]
-
-
-@dataclass(frozen=True)
 class Recipe:
     task: Task
-    profile: Profile
+    profile: ShapeProfile
     validation_sizes: tuple[tuple[int, int], ...]
     validation_batch: int
     tolerances: dict[str, Tolerance] = field(repr=False)
-    path: Path | None = None
+    path: Path | None = None  # the file it was read from (inside the package for a shipped recipe)
 
     def tolerance(self, precision: str) -> Tolerance:
         if precision not in self.tolerances:
@@ -64,22 +55,53 @@ class Recipe:
                               "which the model needs")
 
 
-def recipe_path(task: str) -> Path:
-    return RECIPES_DIR / f"{task}.toml"
+def shipped_recipes() -> list[str]:
+    """Tasks with a recipe in the package."""
+    return sorted(p.name.removesuffix(".toml") for p in resources.files(__name__).iterdir()
+                  if p.name.endswith(".toml"))
 
 
-def load_recipe(task: str, path: str | os.PathLike | None = None) -> Recipe:
-    """Load the recipe of ``task`` from ``export/<task>.toml`` or from ``path``."""
-    task_obj = get_task(task)
-    source = Path(path) if path is not None else recipe_path(task)
-    if not source.is_file():
-        where = "" if path is not None else f" (looked in {RECIPES_DIR}; outside a source checkout pass --recipe PATH)"
-        raise RecipeError(f"recipe {source} not found{where}")
+def load_recipe(task: str | None = None, path: str | os.PathLike | None = None, *,
+                required: bool = True) -> Recipe | None:
+    """The recipe of ``task`` (the one shipped in the package), or the file ``path``.
+
+    ``required=False`` is for callers with defaults of their own: no task gives None, and a recipe
+    that cannot be loaded logs a warning and gives None. ``required=True`` raises RecipeError."""
+    if task is None and path is None:
+        if required:
+            raise RecipeError("no task and no recipe file given")
+        return None
     try:
-        data = tomllib.loads(source.read_text())
+        return _load(task, path)
+    except ValueError as e:  # RecipeError, ProfileError, an unknown task
+        if required:
+            raise e if isinstance(e, RecipeError) else RecipeError(f"cannot load the recipe of task {task!r}: {e}") from e
+        log.warning("no recipe for task %r, using defaults: %s", task, e)
+        return None
+
+
+def _load(task: str | None, path) -> Recipe:
+    if path is not None:
+        source = Path(path)
+        if not source.is_file():
+            raise RecipeError(f"recipe {source} not found")
+        text = source.read_text()
+    else:
+        task_obj = get_task(task)  # an unknown task is a ValueError naming the known ones
+        entry = resources.files(__name__) / f"{task_obj.name}.toml"
+        if not entry.is_file():
+            raise RecipeError(f"no recipe for task {task_obj.name!r} in this installation "
+                              f"(shipped: {', '.join(shipped_recipes()) or 'none'}); pass --recipe PATH")
+        source, text = Path(str(entry)), entry.read_text()
+    try:
+        data = tomllib.loads(text)
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
         raise RecipeError(f"recipe {source} is not valid TOML: {e}") from e
-    return _parse(data, task_obj, source)
+    if task is None:
+        task = data.get("task")
+        if not isinstance(task, str):
+            raise RecipeError(f"recipe {source}: needs a task = \"...\" line")
+    return _parse(data, get_task(task), source)
 
 
 def _parse(data: dict, task: Task, source: Path) -> Recipe:
@@ -91,20 +113,32 @@ def _parse(data: dict, task: Task, source: Path) -> Recipe:
     unknown = set(data) - {"task", "profile", "validation", "tolerance"}
     if unknown:
         fail(f"unknown keys {sorted(unknown)} (architecture and protocol come from ast_deploy.tasks)")
+    try:
+        profile = _profile(data.get("profile", {}))
+    except ProfileError as e:
+        fail(f"[profile] {e}")
+    sizes, batch = _validation(data.get("validation", {}), fail)
+    tolerances = {precision: _tolerance(precision, tol, fail) for precision, tol in data.get("tolerance", {}).items()}
+    if "fp32" not in tolerances:
+        fail("needs a [tolerance.fp32] table")
+    return Recipe(task, profile, sizes, batch, tolerances, source)
 
-    prof = data.get("profile", {})
-    shapes = {}
+
+def _profile(prof: dict) -> ShapeProfile:
+    shapes = []
     for key in ("min", "opt", "max"):
         shape = prof.get(key)
         if not (isinstance(shape, list) and len(shape) == 4 and all(isinstance(v, int) and v > 0 for v in shape)):
-            fail(f"[profile] {key} must be a list of 4 positive integers (N, C, H, W), got {shape!r}")
+            raise ProfileError(f"{key} must be a list of 4 positive integers (N, C, H, W), got {shape!r}")
         if shape[1] != 3:
-            fail(f"[profile] {key} must have 3 channels, got {shape[1]}")
-        shapes[key] = tuple(shape)
-    if not all(a <= o <= b for a, o, b in zip(shapes["min"], shapes["opt"], shapes["max"])):
-        fail(f"[profile] needs min <= opt <= max in every dimension, got {shapes}")
+            raise ProfileError(f"{key} must have 3 channels, got {shape[1]}")
+        shapes.append(tuple(shape))
+    if not all(a <= o <= b for a, o, b in zip(*shapes)):
+        raise ProfileError(f"needs min <= opt <= max in every dimension, got {shapes}")
+    return ShapeProfile(*shapes)
 
-    val = data.get("validation", {})
+
+def _validation(val: dict, fail):
     sizes = val.get("sizes")
     if not (isinstance(sizes, list) and len(sizes) >= 2 and all(
             isinstance(s, list) and len(s) == 2 and all(isinstance(v, int) and v > 0 for v in s) for s in sizes)):
@@ -114,18 +148,20 @@ def _parse(data: dict, task: Task, source: Path) -> Recipe:
     batch = val.get("batch", 2)
     if not (isinstance(batch, int) and batch >= 1):
         fail(f"[validation] batch must be a positive integer, got {batch!r}")
+    return tuple(tuple(s) for s in sizes), batch
 
-    tolerances = {}
-    for precision, tol in data.get("tolerance", {}).items():
-        if precision not in PRECISIONS:
-            fail(f"unknown precision [tolerance.{precision}]; use {', '.join(PRECISIONS)}")
-        try:
-            psnr, rel = float(tol["psnr_db"]), float(tol["max_rel"])
-        except (KeyError, TypeError, ValueError):
-            fail(f"[tolerance.{precision}] needs numbers psnr_db and max_rel, got {tol!r}")
-        if not (math.isfinite(psnr) and rel > 0):
-            fail(f"[tolerance.{precision}] needs a finite psnr_db and a positive max_rel")
-        tolerances[precision] = Tolerance(psnr, rel)
-    if "fp32" not in tolerances:
-        fail("needs a [tolerance.fp32] table")
-    return Recipe(task, Profile(**shapes), tuple(tuple(s) for s in sizes), batch, tolerances, source)
+
+def _tolerance(precision: str, tol, fail) -> Tolerance:
+    """``[tolerance.<precision>]``: psnr_db (minimum PSNR, data range 1) and max_rel."""
+    if precision not in PRECISIONS:
+        fail(f"unknown precision [tolerance.{precision}]; use {', '.join(PRECISIONS)}")
+    try:
+        psnr, rel = float(tol["psnr_db"]), float(tol["max_rel"])
+    except (KeyError, TypeError, ValueError):
+        fail(f"[tolerance.{precision}] needs numbers psnr_db and max_rel, got {tol!r}")
+    if not (math.isfinite(psnr) and rel > 0):
+        fail(f"[tolerance.{precision}] needs a finite psnr_db and a positive max_rel")
+    return Tolerance(psnr_min=psnr, max_rel=rel)
+
+
+__all__ = ["Recipe", "RecipeError", "load_recipe", "shipped_recipes"]
