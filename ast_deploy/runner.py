@@ -23,28 +23,6 @@ from .tasks import get_task
 CHECKPOINT_SUFFIXES = {".pth", ".pt", ".ckpt", ".bin", ".tar"}
 
 
-def build_torch_model(source, task: str | None = None, config: dict | None = None):
-    """An ``AST`` from a checkpoint path. Without ``config``, the architecture is the one among the
-    task's, the released ones and the demo model's whose keys and shapes the checkpoint has (so the
-    demo weights run with ``task="derain"``); when none fits, the task's, to explain the mismatch."""
-    from .demo import DEMO_CONFIG
-    from .model import ARCHITECTURES, AST, read_state_dict
-    from .model.checkpoint import guess_architecture, load_state_dict_strict
-
-    state_dict = read_state_dict(source)
-    if config is None:
-        known = {**({"task": get_task(task).architecture} if task else {}), **ARCHITECTURES, "demo": DEMO_CONFIG}
-        name = guess_architecture(state_dict, known)
-        if name is not None:
-            config = known[name]
-        elif task is not None:
-            config = known["task"]
-        else:
-            raise ValueError(f"{source}: say which architecture the checkpoint has (task=... or config=...); "
-                             "its keys match no released architecture")
-    return load_state_dict_strict(AST(**config), state_dict, source)
-
-
 def open_backend(source, task=None, config=None, device="cpu", kernels=None, max_batch=None):
     import torch
 
@@ -55,7 +33,9 @@ def open_backend(source, task=None, config=None, device="cpu", kernels=None, max
         if not path.exists():
             raise FileNotFoundError(f"{path}: no such file")
         if path.suffix.lower() in CHECKPOINT_SUFFIXES:
-            model = build_torch_model(path, task, config)
+            from .model.factory import build_model
+
+            model = build_model(config, weights=path, task=task)
         elif backend_kind(path) is not None:  # .onnx, .plan / .engine
             return open_file_backend(path, device=device)
         else:

@@ -121,31 +121,26 @@ def _check_args(args) -> None:
 
 
 def _build_model(task, args):
-    import torch
+    from ..model import CheckpointError
+    from ..model.factory import build_model
 
-    from ..model import AST, load_checkpoint
-
-    config = dict(task.architecture)
+    arch = task.name
     if args.arch_config is not None:
         try:
-            config = json.loads(Path(args.arch_config).read_text())
+            arch = json.loads(Path(args.arch_config).read_text())
         except (OSError, ValueError) as e:
             raise UsageError(f"--arch-config {args.arch_config}: {e}") from e
-        if not isinstance(config, dict):
+        if not isinstance(arch, dict):
             raise UsageError(f"--arch-config {args.arch_config} must hold a JSON object of AST keywords")
     weights = resolve_weights(task, args.weights, args.random_init)
     if weights is not None and args.weights is None and args.arch_config is None:
-        from ..demo import DEMO_CONFIG
-
-        config = dict(DEMO_CONFIG)  # the demo weights are a small AST, not the task's architecture
-    torch.manual_seed(args.seed)
+        arch = "demo"  # the demo weights are a small AST, not the task's architecture
     try:
-        model = AST(**config)
-    except (TypeError, ValueError) as e:
-        raise UsageError(f"cannot build the model from {config}: {e}") from e
-    if weights is not None:
-        load_checkpoint(model, weights)
-    return model.eval(), weights
+        return build_model(arch, weights, seed=args.seed), weights
+    except CheckpointError:
+        raise
+    except ValueError as e:  # a config AST cannot take
+        raise UsageError(str(e)) from e
 
 
 def _output_stem(task: str, shape, batch: int, custom_ops: bool) -> str:
