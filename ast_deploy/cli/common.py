@@ -45,13 +45,14 @@ def load_config(text: str | None) -> dict | None:
 def open_runner(source, args: argparse.Namespace):
     """A Runner for ``source`` (checkpoint, .onnx or engine) with the task / config / protocol / device
     options; a missing or unreadable model is a UsageError."""
-    from ..backends import BackendError
+    from ..backends import BackendError, backend_kind
     from ..engines.target import TensorRTNotInstalled
     from ..runner import Runner
 
     if not Path(source).exists():
         raise UsageError(f"{source}: no such file")
-    config = load_config(args.config)
+    # --config is the architecture of a checkpoint; ONNX models and engines record their own
+    config = load_config(args.config) if backend_kind(source) == "pytorch" else None
     try:
         return Runner(source, task=args.task, protocol=args.protocol, device=args.device, config=config)
     # CheckpointError is a ValueError, so are bad tasks and protocols; engines need TensorRT and a GPU
