@@ -1,4 +1,4 @@
-"""AST's two special operations, each behind one function with interchangeable implementations.
+"""The implementation registry of AST's two special operations (imports torch).
 
 ``reference`` is plain PyTorch (the ground truth and the ONNX decomposition). Other
 implementations (fused kernels, the ONNX custom-node emitter) register themselves in
