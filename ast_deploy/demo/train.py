@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from ..model import AST
     from . import DEMO_CONFIG
-    from .images import TRAIN, TRAIN_COLOUR, load_photo
+    from .photos import TRAIN, TRAIN_COLOUR, load_photo
     from .pairs import random_crop_pair
 
     torch.set_num_threads(args.threads)

@@ -6,7 +6,7 @@ standard ops only); ``validate_onnx`` compares it with PyTorch through Polygraph
 """
 
 from .cleanup import FORBIDDEN_OPS, GraphCheckError, GraphStats, check_graph, clean_graph, graph_stats
-from .custom_ops import ASSA_OP, ASSA_SHIFTED_OP, DOMAIN, PARTIAL_CONV_OP, attach_functions
+from .custom_nodes import ASSA_OP, ASSA_SHIFTED_OP, DOMAIN, PARTIAL_CONV_OP, attach_functions
 from .onnx_export import (DEFAULT_OPSET, INPUT_NAME, MIN_OPSET, OUTPUT_NAME, ExportError, ExportResult,
                           export_onnx, ops_impl, save_atomically)
 from .precision import PrecisionNotAvailable, apply_precision

@@ -18,7 +18,7 @@ ASSA_IMPLS: dict[str, Callable] = {"reference": assa_reference}
 PARTIAL_CONV_IMPLS: dict[str, Callable] = {"reference": partial_conv_reference}
 
 # implementation name -> module that registers it in both tables when imported
-LAZY_IMPLS: dict[str, str] = {"triton": "ast_deploy.ops.custom_ops"}
+LAZY_IMPLS: dict[str, str] = {"triton": "ast_deploy.ops.triton_ops"}
 
 
 def get_impl(table: dict[str, Callable], name: str) -> Callable:
