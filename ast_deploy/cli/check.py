@@ -12,7 +12,13 @@ from pathlib import Path
 
 import numpy as np
 
-from ..checks.tolerances import PRECISIONS
+from ..checks.parity import Case, CaseResult, ParityReport, check_parity
+from ..checks.report import text_table, write_json, write_junit
+from ..checks.synthetic import synthetic_image
+from ..checks.tolerances import PRECISIONS, tolerance_for
+from ..images import READABLE_SUFFIXES, read_image
+from ..recipes import load_recipe
+from ..shapes import parse_sizes
 from .common import UsageError, add_model_options, open_runner
 
 DEFAULT_SIZES = "256x256,192x320"
@@ -39,9 +45,6 @@ def parser() -> argparse.ArgumentParser:
 
 
 def image_cases(folder: str):
-    from ..checks.parity import Case
-    from ..images import READABLE_SUFFIXES, read_image
-
     root = Path(folder)
     if not root.is_dir():
         raise UsageError(f"--images {folder}: no such folder")
@@ -70,10 +73,6 @@ def image_cases(folder: str):
 
 
 def synthetic_cases(sizes: str, seed: int):
-    from ..checks.parity import Case
-    from ..checks.synthetic import synthetic_image
-    from ..shapes import parse_sizes
-
     try:
         parsed = parse_sizes(sizes, min_side=16)
     except ValueError as e:
@@ -93,8 +92,6 @@ def paired(reference, candidate):
 
 
 def write_outputs(report, args) -> None:
-    from ..checks.report import write_json, write_junit
-
     if args.report:
         write_json(report, args.report)
     if args.junit:
@@ -103,11 +100,6 @@ def write_outputs(report, args) -> None:
 
 def main(argv=None) -> int:
     args = parser().parse_args(argv)
-    from ..checks.parity import check_parity
-    from ..checks.report import text_table
-    from ..checks.tolerances import tolerance_for
-    from ..recipes import load_recipe
-
     try:
         cases = (image_cases(args.images) if args.images else []) + (
             synthetic_cases(args.sizes or DEFAULT_SIZES, args.seed) if args.sizes or not args.images else [])
@@ -121,7 +113,6 @@ def main(argv=None) -> int:
         report = check_parity(*paired(reference, candidate), cases, tolerance, precision=args.precision,
                               names=(args.reference, args.candidate))
     except Exception as e:  # a side that crashes or refuses an image fails the gate
-        from ..checks.parity import CaseResult, ParityReport
 
         message = f"running the comparison failed: {type(e).__name__}: {e}"
         report = ParityReport(args.reference, args.candidate, args.precision, tolerance,

@@ -7,6 +7,9 @@ import glob
 import json
 from pathlib import Path
 
+from ..backends import BackendError, backend_kind
+from ..engines.target import TensorRTNotInstalled
+from ..runner import Runner
 from ..shapes import parse_size
 
 GLOB_CHARS = set("*?[")
@@ -45,10 +48,6 @@ def load_config(text: str | None) -> dict | None:
 def open_runner(source, args: argparse.Namespace):
     """A Runner for ``source`` (checkpoint, .onnx or engine) with the task / config / protocol / device
     options; a missing or unreadable model is a UsageError."""
-    from ..backends import BackendError, backend_kind
-    from ..engines.target import TensorRTNotInstalled
-    from ..runner import Runner
-
     if not Path(source).exists():
         raise UsageError(f"{source}: no such file")
     # --config is the architecture of a checkpoint; ONNX models and engines record their own

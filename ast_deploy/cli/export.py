@@ -15,7 +15,9 @@ import sys
 import time
 from pathlib import Path
 
+from ..demo import DEMO_NOTICE, demo_weights
 from ..metadata import export_metadata
+from ..tasks import OFFICIAL_WEIGHTS_PAGE, TASKS, get_task
 from .common import size_arg
 
 EXIT_OK, EXIT_TOLERANCE, EXIT_USAGE, EXIT_CHECKPOINT, EXIT_EXPORT = 0, 1, 2, 3, 4
@@ -39,7 +41,6 @@ def resolve_weights(task, weights: str | None, random_init: bool) -> Path | None
         return Path(weights)
     if random_init:
         return None
-    from ..demo import DEMO_NOTICE, demo_weights
 
     try:
         path = demo_weights(task.name)
@@ -49,7 +50,6 @@ def resolve_weights(task, weights: str | None, random_init: bool) -> Path | None
         print(f"ast-export: no --weights given: using {DEMO_NOTICE} ({path}).\n"
               f"  The official {task.name} checkpoint is published at {task.weights_link}", file=sys.stderr)
         return path
-    from ..tasks import OFFICIAL_WEIGHTS_PAGE
 
     raise MissingWeightsError(
         f"no weights given for task {task.name!r}.\n"
@@ -69,8 +69,6 @@ def _positive(text: str) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from ..tasks import TASKS
-
     p = argparse.ArgumentParser(
         prog="ast-export",
         description="Export an AST restoration model to ONNX (custom ast:: ops with standard-op fallbacks), "
@@ -171,10 +169,9 @@ def _build_engine(onnx_path: Path, recipe) -> None:
 def run(args) -> int:
     from tqdm import tqdm
 
-    from ..export import (ValidationReport, apply_precision, export_onnx, load_recipe, validate_onnx)
+    from ..export import ValidationReport, apply_precision, export_onnx, load_recipe, validate_onnx
     from ..export.onnx_export import DEFAULT_OPSET
     from ..export.precision import PrecisionNotAvailable, ensure_available
-    from ..tasks import get_task
 
     _check_args(args)
     precision = _precision(args)

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from ..checks.tolerances import Tolerance
+from ..fileio import atomic_write
 
 Shape = tuple[int, int, int, int]
 
@@ -55,8 +56,6 @@ class ValidationReport:
         return d
 
     def save(self, path: str | os.PathLike) -> Path:
-        from ..fileio import atomic_write
-
         return atomic_write(path, json.dumps(self.to_dict(), indent=2, allow_nan=False) + "\n")
 
     def table(self) -> str:

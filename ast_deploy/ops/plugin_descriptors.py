@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from .kernel_specs import AssaSpec, PartialConvSpec
 
-from .names import ASSA_OP as ASSA, ASSA_SHIFTED_OP as ASSA_SHIFTED, PARTIAL_CONV_OP as PARTIAL_CONV, PLUGIN_NAMESPACE as NAMESPACE, PLUGIN_VERSION  # noqa: E501
+from .names import ASSA_OP as ASSA, ASSA_SHIFTED_OP as ASSA_SHIFTED, PARTIAL_CONV_OP as PARTIAL_CONV, PLUGIN_NAMESPACE as NAMESPACE, PLUGIN_VERSION  # noqa: E501, F401
 
 
 def plugin_id(name: str) -> str:
