@@ -9,73 +9,22 @@ each backend documents its own thread safety (the PyTorch one needs nothing).
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
+import sys
 
 import numpy as np
+from PIL import Image as PILImage
 
+from .backends import open_backend
 from .images import quantize, to_rgb, to_unit_float
-from .protocols import Protocol, fit_to_shape_range, parse_protocol
-from .backends import backend_kind, hw_range
-from .backends import open_backend as open_file_backend
+from .protocols import Protocol, fit_to_shape_range, hw_range, parse_protocol
 from .tasks import get_task
-
-CHECKPOINT_SUFFIXES = {".pth", ".pt", ".ckpt", ".bin", ".tar"}
-
-
-def build_torch_model(source, task: str | None = None, config: dict | None = None):
-    """An ``AST`` from a checkpoint path. Without ``config``, the architecture is the one among the
-    task's, the released ones and the demo model's whose keys and shapes the checkpoint has (so the
-    demo weights run with ``task="derain"``); when none fits, the task's, to explain the mismatch."""
-    from .demo import DEMO_CONFIG
-    from .model import ARCHITECTURES, AST, read_state_dict
-    from .model.checkpoint import guess_architecture, load_state_dict_strict
-
-    state_dict = read_state_dict(source)
-    if config is None:
-        known = {**({"task": get_task(task).architecture} if task else {}), **ARCHITECTURES, "demo": DEMO_CONFIG}
-        name = guess_architecture(state_dict, known)
-        if name is not None:
-            config = known[name]
-        elif task is not None:
-            config = known["task"]
-        else:
-            raise ValueError(f"{source}: say which architecture the checkpoint has (task=... or config=...); "
-                             "its keys match no released architecture")
-    return load_state_dict_strict(AST(**config), state_dict, source)
-
-
-def open_backend(source, task=None, config=None, device="cpu", kernels=None, max_batch=None):
-    import torch
-
-    if isinstance(source, torch.nn.Module):
-        model = source
-    elif isinstance(source, (str, os.PathLike)):
-        path = Path(source)
-        if not path.exists():
-            raise FileNotFoundError(f"{path}: no such file")
-        if path.suffix.lower() in CHECKPOINT_SUFFIXES:
-            model = build_torch_model(path, task, config)
-        elif backend_kind(path) is not None:  # .onnx, .plan / .engine
-            return open_file_backend(path, device=device)
-        else:
-            raise ValueError(f"{path}: unknown model file type {path.suffix!r} "
-                             f"(a checkpoint {sorted(CHECKPOINT_SUFFIXES)}, .onnx, or a TensorRT .plan/.engine)")
-    else:
-        raise TypeError(f"Runner takes an nn.Module or a model file path, not {type(source).__name__}")
-    if kernels is not None:
-        model.set_ops_impl(assa=kernels, partial_conv=kernels)
-    from .backends.pytorch import TorchBackend
-
-    return TorchBackend(model, device, **({"max_batch": max_batch} if max_batch else {}))
 
 
 class Runner:
     def __init__(self, source, task: str | None = None, protocol: str | Protocol | None = None,
                  device: str = "cpu", *, config: dict | None = None, kernels: str | None = None,
                  max_batch: int | None = None):
-        self.backend = open_backend(source, task=task, config=config, device=device, kernels=kernels,
-                                    max_batch=max_batch)
+        self.backend = open_backend(source, device, task=task, config=config, kernels=kernels, max_batch=max_batch)
         if protocol is None:
             protocol = get_task(task).protocol if task else f"pad:{self.backend.size_multiple}"
         self.protocol = parse_protocol(protocol)
@@ -104,15 +53,10 @@ class Runner:
         - a PIL image, or a uint8 / uint16 H x W x 3 array (an image file's pixels);
         - a float32 C x H x W or N x C x H x W array or tensor with values in [0, 1].
         """
-        import torch
-
-        try:
-            from PIL import Image as PILImage
-        except ImportError:  # pragma: no cover - Pillow is a dependency
-            PILImage = None
-        if PILImage is not None and isinstance(x, PILImage.Image):
+        if isinstance(x, PILImage.Image):
             return PILImage.fromarray(self(np.asarray(x if x.mode in ("RGB", "RGBA", "L", "LA") else x.convert("RGB"))))
-        if isinstance(x, torch.Tensor):
+        torch = sys.modules.get("torch")  # a tensor exists only once torch is imported: never import it here
+        if torch is not None and isinstance(x, torch.Tensor):
             out = self(x.detach().cpu().numpy())
             return torch.from_numpy(out).to(device=x.device, dtype=x.dtype)
         x = np.asarray(x)

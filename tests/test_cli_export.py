@@ -83,7 +83,7 @@ def test_cli_official_weights_static_shape(parity_dir, parity_cases, parity_conf
 
     # No TensorRT here: the printed build command is one ast-build accepts, with the recipe's profile.
     from ast_deploy.cli.build import parser as build_parser
-    from ast_deploy.engines.profile import ShapeProfile
+    from ast_deploy.shapes import ShapeProfile
 
     command = next(line.split() for line in stdout.splitlines() if line.strip().startswith("ast-build"))
     build_args = build_parser().parse_args(command[1:])

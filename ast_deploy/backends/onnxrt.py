@@ -14,7 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .base import DEFAULT_SIZE_MULTIPLE, Backend, BackendError, ShapeRange
+from .. import metadata as meta
+from ..shapes import ShapeRange
+from .base import Backend, BackendError
 
 # What ``providers=`` accepts, and the execution providers each asks for, best first.
 PROVIDER_CHOICES = {
@@ -106,7 +108,7 @@ class OnnxRuntimeBackend(Backend):
             raise BackendError(f"{self.path}: input {self._input!r} has type {inputs[0].type}; AST takes float images")
         metadata = self.session.get_modelmeta().custom_metadata_map
         self.metadata = dict(metadata)
-        self.size_multiple = int(metadata.get("ast.size_multiple", DEFAULT_SIZE_MULTIPLE))
+        self.size_multiple = meta.size_multiple(metadata)
         self.shape_range = shape_range_from_dims(inputs[0].shape, self.size_multiple)
 
     def _infer(self, batch: np.ndarray) -> np.ndarray:

@@ -7,11 +7,24 @@ import glob
 import json
 from pathlib import Path
 
+from ..backends import BackendError, backend_kind
+from ..engines.target import TensorRTNotInstalled
+from ..runner import Runner
+from ..shapes import parse_size
+
 GLOB_CHARS = set("*?[")
 
 
 class UsageError(Exception):
     """Bad command-line input found after parsing (missing file, bad JSON): exit code 2."""
+
+
+def size_arg(text: str) -> tuple[int, int]:
+    """argparse type of an ``HxW`` option (``--shape``)."""
+    try:
+        return parse_size(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def add_model_options(p: argparse.ArgumentParser, protocol_help: str = "") -> None:
@@ -35,13 +48,10 @@ def load_config(text: str | None) -> dict | None:
 def open_runner(source, args: argparse.Namespace):
     """A Runner for ``source`` (checkpoint, .onnx or engine) with the task / config / protocol / device
     options; a missing or unreadable model is a UsageError."""
-    from ..backends import BackendError
-    from ..engines.target import TensorRTNotInstalled
-    from ..runner import Runner
-
     if not Path(source).exists():
         raise UsageError(f"{source}: no such file")
-    config = load_config(args.config)
+    # --config is the architecture of a checkpoint; ONNX models and engines record their own
+    config = load_config(args.config) if backend_kind(source) == "pytorch" else None
     try:
         return Runner(source, task=args.task, protocol=args.protocol, device=args.device, config=config)
     # CheckpointError is a ValueError, so are bad tasks and protocols; engines need TensorRT and a GPU

@@ -11,10 +11,14 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
-import re
 import sys
 import time
 from pathlib import Path
+
+from ..demo import DEMO_NOTICE, demo_weights
+from ..metadata import export_metadata
+from ..tasks import OFFICIAL_WEIGHTS_PAGE, TASKS, get_task
+from .common import size_arg
 
 EXIT_OK, EXIT_TOLERANCE, EXIT_USAGE, EXIT_CHECKPOINT, EXIT_EXPORT = 0, 1, 2, 3, 4
 
@@ -37,7 +41,6 @@ def resolve_weights(task, weights: str | None, random_init: bool) -> Path | None
         return Path(weights)
     if random_init:
         return None
-    from ..demo import DEMO_NOTICE, demo_weights
 
     try:
         path = demo_weights(task.name)
@@ -47,20 +50,12 @@ def resolve_weights(task, weights: str | None, random_init: bool) -> Path | None
         print(f"ast-export: no --weights given: using {DEMO_NOTICE} ({path}).\n"
               f"  The official {task.name} checkpoint is published at {task.weights_link}", file=sys.stderr)
         return path
-    from ..tasks import OFFICIAL_WEIGHTS_PAGE
 
     raise MissingWeightsError(
         f"no weights given for task {task.name!r}.\n"
         f"  The official {task.name} checkpoint ({task.dataset}) is published at {task.weights_link}\n"
         f"  (all released checkpoints: {OFFICIAL_WEIGHTS_PAGE}); pass it with --weights PATH.\n"
         f"  To try the pipeline without weights, add --random-init (the exported model is then untrained).")
-
-
-def _shape(text: str) -> tuple[int, int]:
-    m = re.fullmatch(r"\s*(\d+)\s*[xX]\s*(\d+)\s*", text)
-    if not m:
-        raise argparse.ArgumentTypeError(f"expected HxW such as 512x512, got {text!r}")
-    return int(m.group(1)), int(m.group(2))
 
 
 def _positive(text: str) -> int:
@@ -74,8 +69,6 @@ def _positive(text: str) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from ..tasks import TASKS
-
     p = argparse.ArgumentParser(
         prog="ast-export",
         description="Export an AST restoration model to ONNX (custom ast:: ops with standard-op fallbacks), "
@@ -89,7 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--random-init", action="store_true", help="no checkpoint: export a randomly initialised model")
     p.add_argument("--out", metavar="DIR", type=Path, help="output folder (default engines/<task>/)")
     s = p.add_mutually_exclusive_group()
-    s.add_argument("--shape", metavar="HxW", type=_shape, help="static input size (multiples of the model's size multiple)")
+    s.add_argument("--shape", metavar="HxW", type=size_arg, help="static input size (multiples of the model's size multiple)")
     s.add_argument("--dynamic", action="store_true", help="dynamic batch, height and width (the default)")
     p.add_argument("--batch", metavar="N", type=_positive,
                    help="batch of a static (--shape) export, default 1; with --dynamic the validation batch "
@@ -104,7 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
                       help="INT8 graph: symmetric Q/DQ on the inputs of Conv/MatMul/Gemm, calibrated on --calib")
     p.add_argument("--calib", metavar="DIR", type=Path,
                    help="calibration images for --fp16/--int8 (default: the demo's rainy images)")
-    p.add_argument("--recipe", metavar="PATH", type=Path, help="recipe TOML instead of export/<task>.toml")
+    p.add_argument("--recipe", metavar="PATH", type=Path, help="recipe TOML instead of the task's shipped recipe")
     p.add_argument("--arch-config", metavar="PATH", type=Path,
                    help="JSON of AST constructor keywords replacing the task's architecture "
                         "(for tests and experiments with non-released configurations)")
@@ -126,31 +119,26 @@ def _check_args(args) -> None:
 
 
 def _build_model(task, args):
-    import torch
+    from ..model import CheckpointError
+    from ..model.factory import build_model
 
-    from ..model import AST, load_checkpoint
-
-    config = dict(task.architecture)
+    arch = task.name
     if args.arch_config is not None:
         try:
-            config = json.loads(Path(args.arch_config).read_text())
+            arch = json.loads(Path(args.arch_config).read_text())
         except (OSError, ValueError) as e:
             raise UsageError(f"--arch-config {args.arch_config}: {e}") from e
-        if not isinstance(config, dict):
+        if not isinstance(arch, dict):
             raise UsageError(f"--arch-config {args.arch_config} must hold a JSON object of AST keywords")
     weights = resolve_weights(task, args.weights, args.random_init)
     if weights is not None and args.weights is None and args.arch_config is None:
-        from ..demo import DEMO_CONFIG
-
-        config = dict(DEMO_CONFIG)  # the demo weights are a small AST, not the task's architecture
-    torch.manual_seed(args.seed)
+        arch = "demo"  # the demo weights are a small AST, not the task's architecture
     try:
-        model = AST(**config)
-    except (TypeError, ValueError) as e:
-        raise UsageError(f"cannot build the model from {config}: {e}") from e
-    if weights is not None:
-        load_checkpoint(model, weights)
-    return model.eval(), weights
+        return build_model(arch, weights, seed=args.seed), weights
+    except CheckpointError:
+        raise
+    except ValueError as e:  # a config AST cannot take
+        raise UsageError(str(e)) from e
 
 
 def _output_stem(task: str, shape, batch: int, custom_ops: bool) -> str:
@@ -161,9 +149,7 @@ def _output_stem(task: str, shape, batch: int, custom_ops: bool) -> str:
 def ast_build_command(onnx_path: Path, recipe) -> str:
     """The command that builds the engine on the target, with the recipe's profile spelt out (the
     target may have no recipe file, and a --recipe PATH given here is not the task's)."""
-    from ..engines.profile import profile_from_recipe
-
-    return f"ast-build {onnx_path} --shapes {profile_from_recipe(recipe)}"
+    return f"ast-build {onnx_path} --shapes {recipe.profile}"
 
 
 def _build_engine(onnx_path: Path, recipe) -> None:
@@ -183,10 +169,9 @@ def _build_engine(onnx_path: Path, recipe) -> None:
 def run(args) -> int:
     from tqdm import tqdm
 
-    from ..export import (ValidationReport, apply_precision, export_onnx, load_recipe, validate_onnx)
+    from ..export import ValidationReport, apply_precision, export_onnx, load_recipe, validate_onnx
     from ..export.onnx_export import DEFAULT_OPSET
     from ..export.precision import PrecisionNotAvailable, ensure_available
-    from ..tasks import get_task
 
     _check_args(args)
     precision = _precision(args)
@@ -227,7 +212,7 @@ def run(args) -> int:
     try:
         result = export_onnx(model, onnx_path, shape=args.shape, batch=static_batch, opset=opset,
                              custom_ops=custom, progress=on_stage,
-                             metadata={"ast.task": task.name})
+                             metadata=export_metadata(multiple, task.name))
         bar.update(1)
         bar.set_description_str(f"ast-export {task.name}: validate (pytorch, onnxruntime)")
         report: ValidationReport = validate_onnx(model, onnx_path, shapes, recipe.tolerance("fp32"), seed=args.seed,

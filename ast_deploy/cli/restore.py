@@ -6,6 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from ..images import READABLE_SUFFIXES, restore_file
 from .common import UsageError, add_model_options, expand_inputs, open_runner
 
 
@@ -28,7 +29,6 @@ def main(argv=None) -> int:
     args = parser().parse_args(argv)
     from tqdm import tqdm
 
-    from ..images import READABLE_SUFFIXES, restore_file
 
     try:
         runner = open_runner(args.engine or args.onnx or args.weights, args)
