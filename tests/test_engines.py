@@ -241,7 +241,7 @@ def test_plugins_modes():
         resolve_plugins("on", ops, register=lambda: False)
 
     def missing():
-        raise ImportError("No module named 'ast_deploy.ops.trt_plugins'")
+        raise ImportError("No module named 'ast_deploy.engines.trt_plugins'")
 
     assert resolve_plugins("auto", ops, register=missing)["used"] is False
     with pytest.raises(PluginError, match="cannot be imported"):

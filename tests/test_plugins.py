@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from ast_deploy.ops import plugin_descriptors as pd
+from ast_deploy.engines import plugin_rules as pd
 from ast_deploy.ops.kernel_specs import AssaSpec, PartialConvSpec
 
 REPO = Path(__file__).resolve().parents[1]
@@ -156,7 +156,7 @@ def test_finalize_ptx_renames_and_drops_unused_hidden_params():
 
 
 def test_model_specs_cover_every_level():
-    from ast_deploy.ops.build_ptx import model_specs
+    from ast_deploy.cli.build_ptx import model_specs
 
     specs = model_specs(TINY_CONFIG, ("fp16",))
     assa = [s for s in specs if isinstance(s, AssaSpec)]
@@ -172,7 +172,7 @@ def test_model_specs_cover_every_level():
 
 
 def test_register_plugins_without_tensorrt_is_false_and_repeatable():
-    from ast_deploy.ops import trt_plugins
+    from ast_deploy.engines import trt_plugins
 
     try:
         import tensorrt.plugin  # noqa: F401
@@ -187,7 +187,7 @@ def test_package_imports_without_triton_or_tensorrt():
     code = """
 import sys
 sys.modules["triton"] = None  # import triton -> ImportError
-import ast_deploy, ast_deploy.model, ast_deploy.ops.trt_plugins as t, ast_deploy.ops.plugin_descriptors
+import ast_deploy, ast_deploy.model, ast_deploy.engines.trt_plugins as t, ast_deploy.engines.plugin_rules
 from ast_deploy.ops import ASSA_IMPLS, get_impl
 assert t.register_plugins() is False
 try:
@@ -321,7 +321,8 @@ def make_fake_trtp():
 
 @pytest.fixture()
 def fake_trt(monkeypatch):
-    from ast_deploy.ops import ptx, trt_plugins
+    from ast_deploy.ops import ptx
+    from ast_deploy.engines import trt_plugins
 
     trt, trtp, registry = make_fake_trtp()
     monkeypatch.setitem(sys.modules, "tensorrt", trt)
@@ -339,7 +340,7 @@ def fake_trt(monkeypatch):
 
 
 def test_plugins_register_through_tensorrt_plugin_api(fake_trt):
-    from ast_deploy.ops import trt_plugins
+    from ast_deploy.engines import trt_plugins
 
     registry, compiled = fake_trt
     assert trt_plugins.register_plugins() is True
@@ -388,7 +389,7 @@ def test_plugins_register_through_tensorrt_plugin_api(fake_trt):
 
 def run_build_ptx(*args, timeout=600):
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    proc = subprocess.run([sys.executable, "-m", "ast_deploy.ops.build_ptx", *args], cwd=REPO, env=env,
+    proc = subprocess.run([sys.executable, "-m", "ast_deploy.cli.build_ptx", *args], cwd=REPO, env=env,
                           capture_output=True, text=True, timeout=timeout)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     return proc
@@ -429,7 +430,7 @@ def test_build_ptx_caps_the_ptx_isa_for_older_drivers(tmp_path):
 def test_plugins_register_with_tensorrt():
     import tensorrt as trt
 
-    from ast_deploy.ops.trt_plugins import register_plugins
+    from ast_deploy.engines.trt_plugins import register_plugins
 
     assert register_plugins() is True and register_plugins() is True
     registry = trt.get_plugin_registry()
@@ -471,7 +472,7 @@ def test_aot_plugins_match_reference_in_an_engine(dtype, tol):
 
     from ast_deploy.ops.assa import assa_reference
     from ast_deploy.ops.partial_conv import partial_conv_reference
-    from ast_deploy.ops.trt_plugins import register_plugins
+    from ast_deploy.engines.trt_plugins import register_plugins
 
     assert register_plugins()
     g = torch.Generator().manual_seed(0)

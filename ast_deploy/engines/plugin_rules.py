@@ -12,7 +12,7 @@ defaults), so the attention is two plugins: ``AdaptiveSparseAttention`` with 4 i
 
 from __future__ import annotations
 
-from .kernel_specs import AssaSpec, PartialConvSpec
+from ..ops.kernel_specs import AssaSpec, PartialConvSpec
 
 NAMESPACE = "ast"
 ASSA = "AdaptiveSparseAttention"

@@ -2,8 +2,9 @@
 
 Each custom node in the exported ONNX (``ast::AdaptiveSparseAttention``, ``ast::PartialConv``) has
 ``plugin_namespace="ast"`` and a local function of the same name: onnx-tensorrt imports it as the
-plugin when one is registered and as the function body otherwise (see
-/work/shared/notes/tensorrt-facts.md, "Python plugins"). So "off" only means: do not register.
+plugin when one is registered and as the function body otherwise (onnx-tensorrt
+``ModelImporter.cpp``: a node with ``plugin_namespace`` whose plugin creator is registered is imported
+as the plugin, otherwise its local function is). So "off" only means: do not register.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ class PluginError(RuntimeError):
 
 
 def _register_ast_plugins() -> bool:
-    from ..ops.trt_plugins import register_plugins  # the kernels' module; absent on older branches
+    from .trt_plugins import register_plugins
 
     return bool(register_plugins())
 

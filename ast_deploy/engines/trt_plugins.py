@@ -17,7 +17,7 @@ of the decorated functions as classes.
 import logging
 from typing import List, Tuple, Union
 
-from . import plugin_descriptors as pd
+from . import plugin_rules as pd
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +63,7 @@ def _dtype(desc) -> str:
 
 
 def _kernel(spec):
-    from .ptx import build_target, compile_spec
+    from ..ops.ptx import build_target, compile_spec
 
     capability, ptx_version = build_target()
     return compile_spec(spec, capability, ptx_version)
