@@ -12,6 +12,8 @@ defaults), so the attention is two plugins: ``AdaptiveSparseAttention`` with 4 i
 
 from __future__ import annotations
 
+import numbers
+
 from ..ops.kernel_specs import AssaSpec, PartialConvSpec
 
 NAMESPACE = "ast"
@@ -64,11 +66,12 @@ def expand_combinations(types: str) -> list[list[str]]:
 
 
 def _static(dims) -> list[int | None]:
-    return [d if isinstance(d, int) and d >= 0 else None for d in dims]
+    return [int(d) if isinstance(d, numbers.Integral) and d >= 0 else None for d in dims]
 
 
 def check_assa_shapes(q, kv, bias, mix, region_ids, num_heads: int) -> None:
-    """Shapes as tuples of ints, ``None`` (or -1) where only known at run time."""
+    """Shapes as tuples of ints, ``None`` (or -1) where not known yet (run-time sizes, or TensorRT's
+    placeholder dims on its first call): only known dims are checked, ranks always."""
     q, kv, bias, mix = _static(q), _static(kv), _static(bias), _static(mix)
     if len(q) != 3 or len(kv) != 3 or len(bias) != 3:
         raise ValueError(f"q, kv must be [Bw, N, C] and [Bw, N, 2C], bias [heads, N, N]; got ranks "
@@ -91,9 +94,16 @@ def check_assa_shapes(q, kv, bias, mix, region_ids, num_heads: int) -> None:
             raise ValueError(f"region_ids must be [nW, {n}], got {region_ids}")
 
 
+def _known(*dims) -> bool:
+    return all(d is not None for d in dims)
+
+
 def check_partial_conv_shapes(x, weight) -> None:
+    """Shapes as lists of ints, ``None`` (or -1) where not known yet: only known dims are checked
+    (TensorRT's first call gives placeholder dims, all ``None`` here, and only the ranks)."""
     x, weight = _static(x), _static(weight)
-    if len(x) != 4 or len(weight) != 4 or weight[2:] != [3, 3] or weight[0] != weight[1]:
+    bad_kernel = any(k is not None and k != 3 for k in weight[2:])
+    if len(x) != 4 or len(weight) != 4 or bad_kernel or (_known(*weight[:2]) and weight[0] != weight[1]):
         raise ValueError(f"x must be [B, H, W, C] and weight [Cp, Cp, 3, 3], got {x} and {weight}")
     if None not in (x[3], weight[0]) and weight[0] > x[3]:
         raise ValueError(f"weight has {weight[0]} channels, x only {x[3]}")
