@@ -32,6 +32,7 @@ of the decorated functions as classes.
 import hashlib
 import importlib.util
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import List, Tuple, Union
@@ -54,12 +55,17 @@ class PluginUnavailable(RuntimeError):
     """The plugins cannot be built here (no Triton, no build target): the reason is the message."""
 
 
-def kernel_prerequisites() -> Tuple[int, Union[int, None]]:
-    """(compute capability, PTX ISA) the plugins would compile for; PluginUnavailable if they cannot.
+_target: Union[Tuple[int, Union[int, None]], None] = None  # what the last prerequisite check chose
+
+
+def kernel_prerequisites(capability: Union[int, None] = None) -> Tuple[int, Union[int, None]]:
+    """(compute capability, PTX ISA) the plugins will compile for; PluginUnavailable if they cannot.
 
     Checked before registering, so that ``--plugins auto`` falls back to the ONNX local functions on a
     machine with TensorRT but without the ``kernels`` extra (Triton) or a build target, instead of
-    failing inside the builder's callback."""
+    failing inside the builder's callback. ``capability`` (e.g. 87, from the build device) is used
+    unless ``AST_PTX_ARCH`` names one; the choice is kept for the ``aot_impl`` calls that follow."""
+    global _target
     if importlib.util.find_spec("triton") is None:
         raise PluginUnavailable("Triton is not installed (pip install 'ast-deploy[kernels]')")
     try:
@@ -67,13 +73,22 @@ def kernel_prerequisites() -> Tuple[int, Union[int, None]]:
         from triton.compiler import ASTSource  # noqa: F401
     except Exception as e:
         raise PluginUnavailable(f"Triton cannot compile here ({type(e).__name__}: {e})") from None
-    from ..ops.ptx import build_target
+    from ..ops import ptx
 
     try:
-        return build_target()
+        if capability is not None and not os.environ.get("AST_PTX_ARCH"):
+            if os.environ.get("AST_PTX_VERSION"):
+                isa = int(os.environ["AST_PTX_VERSION"])
+            else:
+                limits = [ptx.ptx_version_for_driver(ptx.cuda_driver_version()), ptx.triton_default_ptx_version(capability)]
+                isa = min(v for v in limits if v is not None)
+            _target = (int(capability), isa)
+        else:
+            _target = ptx.build_target()
     except Exception as e:
         raise PluginUnavailable(f"no PTX build target: {type(e).__name__}: {e} (set AST_PTX_ARCH and "
                                 "AST_PTX_VERSION, e.g. 90 and 85, to name one)") from None
+    return _target
 
 
 def kernel_fingerprint(target: Union[Tuple[int, Union[int, None]], None] = None) -> dict:
@@ -161,7 +176,7 @@ def _float(attr) -> float:
 def _kernel(spec):
     from ..ops.ptx import compile_spec
 
-    capability, ptx_version = kernel_prerequisites()
+    capability, ptx_version = _target or kernel_prerequisites()
     return compile_spec(spec, capability, ptx_version)
 
 
