@@ -523,3 +523,111 @@ def test_onnx_hash_covers_external_weights(tmp_path):
     first = save(1.0)
     assert (tmp_path / "m.weights").is_file()
     assert save(1.0) == first and save(2.0) != first
+
+
+# ---------------------------------------------------------------- running an engine without torch
+
+TORCH_FREE_RUN = r'''
+import ctypes, sys, types
+import numpy as np
+sys.modules["torch"] = None  # any "import torch" on this path fails
+
+# -- stand-in for the compiled tensorrt: an engine computing 1 - x with FP16 input and output
+trt = types.ModuleType("tensorrt")
+trt.__version__ = "10.13.3.9"
+trt.DataType = types.SimpleNamespace(FLOAT="FLOAT", HALF="HALF")
+trt.TensorIOMode = types.SimpleNamespace(INPUT="IN", OUTPUT="OUT")
+class Logger:
+    WARNING = 2
+    def __init__(self, severity): pass
+trt.Logger = Logger
+class Context:
+    def set_input_shape(self, name, shape):
+        self.shape = shape; return name == "image"
+    def get_tensor_shape(self, name):
+        return self.shape
+    def set_tensor_address(self, name, ptr):
+        setattr(self, name, ptr); return True
+    def execute_async_v3(self, stream):
+        assert stream == 1234
+        n = int(np.prod(self.shape))
+        x = np.ctypeslib.as_array((ctypes.c_uint16 * n).from_address(self.image)).view(np.float16)
+        y = np.ctypeslib.as_array((ctypes.c_uint16 * n).from_address(self.restored)).view(np.float16)
+        y[:] = 1 - x
+        return True
+class Engine:
+    num_io_tensors = 2
+    def get_tensor_name(self, i): return ["image", "restored"][i]
+    def get_tensor_mode(self, n): return "IN" if n == "image" else "OUT"
+    def get_tensor_dtype(self, n): return "HALF"
+    def get_tensor_profile_shape(self, n, i): return [(1, 3, 128, 128), (1, 3, 128, 128), (2, 3, 256, 256)]
+    def create_execution_context(self): return Context()
+class Runtime:
+    def __init__(self, logger): pass
+    def deserialize_cuda_engine(self, data):
+        assert data == b"plan"; return Engine()
+trt.Runtime = Runtime
+sys.modules["tensorrt"] = trt
+
+# -- stand-in for polygraphy.cuda (no GPU here): host memory behind device pointers
+cuda = types.ModuleType("polygraphy.cuda")
+class Handle:
+    def cudaGetDeviceCount(self, p): ctypes.cast(p, ctypes.POINTER(ctypes.c_int))[0] = 1; return 0
+    def cudaSetDevice(self, i): return 0
+class Wrapper:
+    handle = Handle()
+    def check(self, status): assert status == 0
+cuda.wrapper = lambda: Wrapper()
+class Stream:
+    ptr = 1234
+    synced = 0
+    def synchronize(self): Stream.synced += 1
+    def free(self): pass
+class DeviceArray:
+    @staticmethod
+    def raw(shape): a = DeviceArray(); a.resize(shape); return a
+    def resize(self, shape):
+        n = int(np.prod(shape))
+        if n > getattr(self, "cap", -1): self.buf, self.cap = np.zeros(max(n, 1), np.uint8), n
+        self.nbytes = n; self.ptr = self.buf.ctypes.data; return self
+    def copy_from(self, host, stream): assert host.nbytes <= self.cap; ctypes.memmove(self.ptr, host.ctypes.data, host.nbytes)
+    def copy_to(self, host, stream): ctypes.memmove(host.ctypes.data, self.ptr, self.nbytes)
+    def free(self): pass
+cuda.Stream, cuda.DeviceArray = Stream, DeviceArray
+import polygraphy
+polygraphy.cuda = cuda
+sys.modules["polygraphy.cuda"] = cuda
+
+if sys.argv[2] == "bypass-package-init":
+    # ast_deploy/__init__ imports the task table, which imports the model (torch): issue 13 moves that;
+    # until then the check covers everything from the backend down, not the package's __init__.
+    pkg = types.ModuleType("ast_deploy"); pkg.__path__ = ["ast_deploy"]; sys.modules["ast_deploy"] = pkg
+from ast_deploy.backends.tensorrt import TensorRTBackend
+path = sys.argv[1]
+with TensorRTBackend(path) as backend:
+    for shape in [(1, 3, 128, 128), (2, 3, 256, 256), (1, 3, 128, 256)]:
+        x = np.random.default_rng(0).random(shape, dtype=np.float32)
+        y = backend.infer(x)
+        assert y.dtype == np.float32 and y.shape == shape
+        assert np.abs(y - (1 - x.astype(np.float16).astype(np.float32))).max() < 1e-3
+assert Stream.synced == 3
+assert "torch" not in [m for m in sys.modules if sys.modules[m] is not None], "torch was imported"
+print("ran without torch")
+'''
+
+
+def test_tensorrt_backend_runs_an_engine_without_torch(tmp_path):
+    """Issue 12, point 9: buffers and stream through Polygraphy's CUDA wrapper; torch is never imported
+    (the process fails any 'import torch'). TensorRT and the CUDA runtime are stand-ins here."""
+    import subprocess
+
+    plan = tmp_path / "e.plan"
+    plan.write_bytes(b"plan")
+    repo = Path(__file__).resolve().parents[1]
+    full = subprocess.run([sys.executable, "-c", "import sys; sys.modules['torch'] = None; import ast_deploy"],
+                          cwd=repo, capture_output=True, text=True, timeout=300, env=dict(os.environ, PYTHONPATH=str(repo)))
+    mode = "full" if full.returncode == 0 else "bypass-package-init"
+    proc = subprocess.run([sys.executable, "-c", TORCH_FREE_RUN, str(plan), mode], cwd=repo, capture_output=True,
+                          text=True, timeout=300, env=dict(os.environ, PYTHONPATH=str(repo)))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "ran without torch" in proc.stdout
