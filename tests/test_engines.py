@@ -631,3 +631,19 @@ def test_tensorrt_backend_runs_an_engine_without_torch(tmp_path):
                           text=True, timeout=300, env=dict(os.environ, PYTHONPATH=str(repo)))
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "ran without torch" in proc.stdout
+
+
+def test_engine_build_decisions_import_no_torch():
+    """ast-build's plugin decision (and the engine modules) import no torch: Jetson's pip torch has no CUDA."""
+    import subprocess
+
+    code = ("import sys, types; sys.modules['torch'] = None\n"
+            "pkg = types.ModuleType('ast_deploy'); pkg.__path__ = ['ast_deploy']; sys.modules['ast_deploy'] = pkg\n"
+            "from ast_deploy.engines import build, plugins, trt_plugins\n"
+            "print(plugins.resolve_plugins('off', ['PartialConv'])['detail'])\n"
+            "print(sorted(trt_plugins.kernel_fingerprint((87, 85))))\n")
+    repo = Path(__file__).resolve().parents[1]
+    proc = subprocess.run([sys.executable, "-c", code], cwd=repo, capture_output=True, text=True, timeout=300,
+                          env=dict(os.environ, PYTHONPATH=str(repo)))
+    assert proc.returncode == 0, proc.stderr
+    assert "local functions" in proc.stdout

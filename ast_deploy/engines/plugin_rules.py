@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import numbers
 
-from ..ops.kernel_specs import AssaSpec, PartialConvSpec
 
 NAMESPACE = "ast"
 ASSA = "AdaptiveSparseAttention"
@@ -118,6 +117,8 @@ def build_constant(value, what: str) -> int:
 
 def assa_spec(q_dims, num_heads: int, scale: float, io: str, bias: str, mix: str, region: str | None) -> AssaSpec:
     """The compiled variant for a node: dims may hold ``None`` for run-time sizes; dtypes are TensorRT names."""
+    from ..ops.kernel_specs import AssaSpec  # imports torch: only where a kernel is specialised
+
     _, n, c = _static(q_dims)
     return AssaSpec(build_constant(n, "N (tokens per window)"), build_constant(c, "C (channels)"), int(num_heads),
                     float(scale), triton_dtype(io), triton_dtype(bias), triton_dtype(mix),
@@ -125,6 +126,8 @@ def assa_spec(q_dims, num_heads: int, scale: float, io: str, bias: str, mix: str
 
 
 def partial_conv_spec(x_dims, weight_dims, io: str, weight: str) -> PartialConvSpec:
+    from ..ops.kernel_specs import PartialConvSpec
+
     x, w = _static(x_dims), _static(weight_dims)
     return PartialConvSpec(build_constant(x[3], "C (channels)"), build_constant(w[0], "Cp (conv channels)"),
                            triton_dtype(io), triton_dtype(weight))
