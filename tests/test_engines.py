@@ -473,18 +473,26 @@ def test_build_engine_flow_with_stand_ins(tmp_path, monkeypatch):
 @pytest.mark.tensorrt
 @pytest.mark.gpu
 def test_real_build_caches_and_records(tmp_path):
+    """The product's own custom-op ONNX (local functions, plugins off) built, cached and recorded."""
     import tensorrt as trt
+    import torch
 
-    from runtime_helpers import dynamic_onnx
+    from ast_deploy.export import export_onnx
+    from ast_deploy.model import AST
+    from conftest import TINY_CONFIG
 
+    torch.manual_seed(0)
+    model = tmp_path / "tiny.onnx"
+    export_onnx(AST(**TINY_CONFIG).eval(), model)
     cache = tmp_path / "timing.cache"
     shapes = "1x3x128x128:1x3x128x128:1x3x256x256"
-    engine = build_engine(dynamic_onnx(), tmp_path / "tiny.plan", shapes=shapes, plugins="off", timing_cache=cache)
+    engine = build_engine(model, tmp_path / "tiny.plan", shapes=shapes, plugins="off", timing_cache=cache)
     assert engine.stat().st_size > 0 and cache.stat().st_size > 0
     sidecar = read_sidecar(engine)
     assert sidecar["tensorrt"] == trt.__version__ and sidecar["profile"]["max"] == [1, 3, 256, 256]
+    assert sidecar["gpu"] != "unknown" and sidecar["options"]["kernels"] is None
     mtime = engine.stat().st_mtime_ns
-    assert build_engine(dynamic_onnx(), tmp_path / "tiny.plan", shapes=shapes, plugins="off") == engine
+    assert build_engine(model, tmp_path / "tiny.plan", shapes=shapes, plugins="off") == engine
     assert engine.stat().st_mtime_ns == mtime  # reused, not rebuilt
 
 

@@ -246,7 +246,7 @@ def test_int8_qdq_is_symmetric_and_only_on_weighted_inputs(int8):
         assert zero_point.dtype == np.int8 and not zero_point.any()
     for node in dq_nodes:
         users = consumers.get(node.output[0], [])
-        assert users and all(u.op_type in ("Conv", "MatMul", "Gemm") for u in users), node.name
+        assert users and all(u.op_type in ("Conv", "ConvTranspose", "MatMul", "Gemm") for u in users), node.name
     # TensorRT's documented placement: FP32 weights behind a Q/DQ pair, Conv weights per output channel
     # (axis 0), MatMul weights per tensor; activations per tensor
     producers = {o: n for n in model.graph.node for o in n.output}
@@ -258,12 +258,13 @@ def test_int8_qdq_is_symmetric_and_only_on_weighted_inputs(int8):
         (user,) = consumers[dq.output[0]]
         scale = init[q.input[1]]
         axis = next((a.i for a in q.attribute if a.name == "axis"), 1)
-        if user.op_type == "Conv":
-            assert scale.size == init[q.input[0]].shape[0] > 1 and axis == 0, user.name
+        if user.op_type in ("Conv", "ConvTranspose"):
+            k = 0 if user.op_type == "Conv" else 1
+            assert scale.size == init[q.input[0]].shape[k] > 1 and axis == k, user.name
         else:
             assert scale.size == 1, user.name
         seen.add(user.op_type)
-    assert seen == {"Conv", "MatMul"}
+    assert seen == {"Conv", "ConvTranspose", "MatMul"}
     for dq in dq_nodes:  # every activation DQ is fed by its own Q of a float tensor
         assert producers[dq.input[0]].op_type == "QuantizeLinear" and init[dq.input[1]].size in (1,) or \
             producers[dq.input[0]].input[0] in init
@@ -291,7 +292,7 @@ def test_int8_excludes_the_most_sensitive_nodes_when_the_budget_is_missed(demo_o
     model = onnx.load(str(work / "strict_int8.onnx"))
     from ast_deploy.precision.int8 import _quantized_consumers
 
-    quantized = set(_quantized_consumers(model, ("Conv", "MatMul", "Gemm")))
+    quantized = set(_quantized_consumers(model, ("Conv", "ConvTranspose", "MatMul", "Gemm")))
     assert not quantized & set(report["excluded_for_accuracy"])
     snr = [r["snr_db"] for r in report["excluded_sensitivity"]]
     assert snr == sorted(snr)

@@ -3,9 +3,10 @@
 Placement ``"tensorrt"`` (the default) follows NVIDIA's explicit-quantization guidance (TensorRT
 developer guide, "Explicit Quantization", Q/DQ layer-placement recommendations:
 https://docs.nvidia.com/deeplearning/tensorrt/latest/inference-library/quantized-types-explicit-quantization.html):
-Q/DQ on all inputs of the weighted operators (activation and weight), none on their outputs, zero
-points 0; weights stay FP32 behind a Q/DQ pair (TensorRT quantizes them at build time with the Q
-scale); activations per-tensor; Conv weights per output channel (axis 0, K of [K, C, R, S]); MatMul
+Q/DQ on all inputs of the weighted operators (Conv, ConvTranspose, MatMul/Gemm; activation and
+weight), none on their outputs, zero points 0; weights stay FP32 behind a Q/DQ pair (TensorRT
+quantizes them at build time with the Q scale); activations per-tensor; Conv / ConvTranspose weights
+per output channel (axis 0 of [K, C, R, S], axis 1 of [C, K, R, S]); MatMul
 / Gemm weights per-tensor, since TensorRT documents per-channel weight scales for MatMul only where
 both inputs are 2-D and AST's MatMuls are batched 3-D x 2-D. This is also how NVIDIA Model
 Optimizer configures onnxruntime for TensorRT (``AddQDQPairToWeight``, Conv axis 0), except that
@@ -34,7 +35,9 @@ from .calibration import CalibrationSet, cache_dir
 from .graph import model_hash, tensor_producers
 from .ranges import load_model, ort_session
 
-WEIGHTED_OP_TYPES = ("Conv", "MatMul", "Gemm")
+WEIGHTED_OP_TYPES = ("Conv", "ConvTranspose", "MatMul", "Gemm")
+# The axis of a weight that indexes output channels: [K, C, R, S] for Conv, [C, K, R, S] for ConvTranspose.
+OUTPUT_CHANNEL_AXIS = {"Conv": 0, "ConvTranspose": 1}
 PLACEMENTS = ("tensorrt", "ort-per-channel")
 DEFAULT_PLACEMENT = "tensorrt"
 DEFAULT_MIN_PSNR = 30.0  # vs the FP32 model, worst validation image
@@ -127,10 +130,10 @@ def _quantize_static(model_path, out_path, calib, nodes, exclude, op_types, cach
     if placement == "tensorrt":
         per_tensor = {n.input[1]: [{"symmetric": True}] for n in quantizable_nodes(model, op_types)
                       if n.op_type in ("MatMul", "Gemm") and n.name in set(nodes)}
-        options.update(AddQDQPairToWeight=True, QDQOpTypePerChannelSupportToAxis={"Conv": 0},
+        options.update(AddQDQPairToWeight=True, QDQOpTypePerChannelSupportToAxis=dict(OUTPUT_CHANNEL_AXIS),
                        TensorQuantOverrides=per_tensor)
     else:
-        options.update(QDQOpTypePerChannelSupportToAxis={"MatMul": 1, "Gemm": 0})
+        options.update(QDQOpTypePerChannelSupportToAxis={"MatMul": 1, "Gemm": 0, **OUTPUT_CHANNEL_AXIS})
     quantize_static(
         str(model_path), str(out_path), _Reader(model.graph.input[0].name, calib),
         quant_format=QuantFormat.QDQ, op_types_to_quantize=list(op_types), per_channel=True,
@@ -169,9 +172,9 @@ def local_sensitivity(model: onnx.ModelProto, calib: CalibrationSet, op_types=WE
         scale = max(np.abs(x).max(), 1e-12) / 127.0
         act_noise = np.mean((np.clip(np.round(x / scale), -128, 127) * scale - x) ** 2) / max(np.mean(x ** 2), 1e-30)
         w = numpy_helper.to_array(init[node.input[1]]).astype(np.float64)
-        axis = 0 if node.op_type in ("Conv", "Gemm") else w.ndim - 1
+        axis = OUTPUT_CHANNEL_AXIS.get(node.op_type, 0 if node.op_type == "Gemm" else w.ndim - 1)
         wmax = np.maximum(np.abs(np.moveaxis(w, axis, 0)).reshape(w.shape[axis], -1).max(axis=1), 1e-12)
-        if placement == "tensorrt" and node.op_type != "Conv":
+        if placement == "tensorrt" and node.op_type not in OUTPUT_CHANNEL_AXIS:
             wmax = np.full_like(wmax, wmax.max())  # one scale for the whole MatMul/Gemm weight
         shape = [1] * w.ndim
         shape[axis] = -1
@@ -233,7 +236,7 @@ def quantize_int8(onnx_in, onnx_out, calib: CalibrationSet, *, validate=None, mi
     report = dict(
         output=str(out), placement=placement,
         scheme=("INT8 symmetric, Q/DQ on weighted-op inputs only, FP32 weights behind Q/DQ pairs, per-channel "
-                "Conv weights (axis 0), per-tensor MatMul/Gemm weights" if placement == "tensorrt" else
+                "Conv/ConvTranspose weights (output-channel axis), per-tensor MatMul/Gemm weights" if placement == "tensorrt" else
                 "INT8 symmetric, Q/DQ on weighted-op inputs only, INT8 per-channel weights (MatMul axis 1)"),
         op_types=list(op_types), weighted_nodes=len(candidates), quantized_nodes=quantized_count,
         qdq_nodes=q_nodes, calibration=dict(folder=str(calib.folder), images=len(calib), key=calib.key,
