@@ -559,3 +559,32 @@ def test_aot_plugins_match_reference_in_an_engine(dtype, tol):
     y = _run_plugin_engine(conv_layer, dict(x=x, weight=w), x.shape, dtype)
     ref = partial_conv_reference(x.float(), w.float())
     assert ((y.float() - ref).abs().max() / ref.abs().max()) < tol
+
+
+def test_aot_attribute_is_a_defaulted_function_attribute_onnx_runtime_accepts():
+    """Issue 12, point 4: the custom nodes carry aot=1 (onnx-tensorrt: STRICT_AOT); the local
+    function declares it with a default, so the checker and ONNX Runtime accept nodes with and
+    without it and compute the same function."""
+    import onnx
+    import onnxruntime as ort
+    from onnx import TensorProto
+
+    from ast_deploy.export.custom_ops import PARTIAL_CONV_OP, attach_functions
+    from ast_deploy.ops.partial_conv import partial_conv_reference
+
+    g = torch.Generator().manual_seed(4)
+    x, w = torch.randn(1, 8, 12, 16, generator=g), torch.randn(4, 4, 3, 3, generator=g)
+    outs = []
+    for attrs in (ATTRS, {k: v for k, v in ATTRS.items() if k != "aot"}):
+        node = helper.make_node(PARTIAL_CONV_OP, ["x", "weight"], ["y"], domain="ast", **attrs)
+        graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8, 12, 16]),
+                                                helper.make_tensor_value_info("weight", TensorProto.FLOAT, [4, 4, 3, 3])],
+                                  [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8, 12, 16])])
+        model = attach_functions(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]))
+        (fn,) = model.functions
+        assert {a.name: helper.get_attribute_value(a) for a in fn.attribute_proto}["aot"] == 1
+        onnx.checker.check_model(model, full_check=True)
+        session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+        outs.append(session.run(None, {"x": x.numpy(), "weight": w.numpy()})[0])
+    ref = partial_conv_reference(x, w).numpy()
+    assert np.abs(outs[0] - ref).max() < 1e-5 and np.array_equal(outs[0], outs[1])
