@@ -27,6 +27,11 @@ def parser() -> argparse.ArgumentParser:
                    help="builder optimization level 0-5 (TensorRT's default: 3)")
     p.add_argument("--hardware-compat", action="store_true",
                    help="build an engine that runs on any Ampere or newer GPU (slower)")
+    p.add_argument("--dla-core", type=int, metavar="N",
+                   help="Jetson Orin: build for DLA core N (FP16/INT8 ONNX; TensorRT <= 10.7, or >= 11.4.1 on AGX Orin "
+                        "with JetPack >= 7.2.2)")
+    p.add_argument("--gpu-fallback", action="store_true",
+                   help="with --dla-core: layers DLA cannot run (attention, LayerNorm, plugins) run on the GPU")
     p.add_argument("--force", action="store_true", help="rebuild even if a cached engine matches")
     return p
 
@@ -39,7 +44,8 @@ def main(argv=None) -> int:
     try:
         path = build_engine(args.onnx, args.out, shapes=args.shapes, plugins=args.plugins,
                             timing_cache=args.timing_cache, opt_level=args.opt_level,
-                            hardware_compat=args.hardware_compat, recipe=args.recipe, force=args.force)
+                            hardware_compat=args.hardware_compat, recipe=args.recipe, force=args.force,
+                            dla_core=args.dla_core, gpu_fallback=args.gpu_fallback)
     except (TensorRTNotInstalled, ProfileError, PluginError, FileNotFoundError, ValueError) as e:
         print(f"ast-build: error: {e}", file=sys.stderr)
         return 2
