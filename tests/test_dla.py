@@ -170,6 +170,18 @@ def test_fp32_onnx_refused_for_dla(tmp_path):
         dla.prepare(fake_trt(), model, -1, platform=agx)
 
 
+def test_dla_needs_a_static_profile(tmp_path):
+    model = conv_onnx(tmp_path / "h.onnx", "fp16")
+    agx = Platform(model=AGX, jetpack="6.2")
+    dynamic = ShapeProfile.parse("1x3x128x128:1x3x512x512:1x3x512x512")
+    with pytest.raises(DLAError, match="static shapes only.*--shapes 1x3x512x512:1x3x512x512:1x3x512x512"):
+        dla.prepare(fake_trt(), model, 0, True, agx, profile=dynamic)
+    static = ShapeProfile.parse("2x3x512x512:2x3x512x512:2x3x512x512")
+    assert dla.prepare(fake_trt(), model, 0, True, agx, profile=static).core == 0
+    with pytest.raises(DLAError, match="up to 8192"):
+        dla.check_static_profile(ShapeProfile.parse("1x3x128x9216:1x3x128x9216:1x3x128x9216"))
+
+
 # ---------------------------------------------------------------- the builder configuration
 
 def test_postprocess_config_sets_dla_on_the_builder_config():

@@ -100,7 +100,7 @@ def build_engine(onnx_path, out=None, *, shapes=None, plugins: str = "auto", tim
         raise ValueError(f"--opt-level must be between {OPT_LEVELS.start} and {OPT_LEVELS.stop - 1}, got {opt_level}")
     trt = import_tensorrt()
     plugin_record = resolve_plugins(plugins, info.plugin_ops)
-    dla_options = dla.prepare(trt, info.path, dla_core, gpu_fallback)
+    dla_options = dla.prepare(trt, info.path, dla_core, gpu_fallback, profile=profile)
     target = current_target(trt, device)
     options = build_options(profile, info.input_name, plugin_record["used"], opt_level, hardware_compat) | \
         dla.options_entry(dla_options)

@@ -14,7 +14,8 @@ DeviceType.DLA``, ``DLA_core = N``, ``BuilderFlag.GPU_FALLBACK`` so that layers 
 the GPU, ``can_run_on_DLA(layer)`` / ``set_device_type(layer, DeviceType.GPU)`` per layer
 ("Building and Launching the Loadable"). DLA computes FP16 and INT8 only; networks are strongly
 typed (11.4.1, "Strongly Typed Networks for DLA"), so the ONNX itself must be FP16 or INT8
-(``ast-export --fp16`` / ``--int8``). Attention (MatMul, Softmax), LayerNorm and the AST plugins are
+(``ast-export --fp16`` / ``--int8``); DLA has no dynamic dimensions, so the profile is static
+(min = opt = max, "DLA Supported Layers and Restrictions"). Attention (MatMul, Softmax), LayerNorm and the AST plugins are
 pinned to the GPU; DLA takes the convolutions and element-wise layers.
 
 Polygraphy's ``CreateConfig(use_dla=True)`` always picks DLA core 0 (polygraphy 0.53.6,
@@ -218,9 +219,23 @@ def record(sidecar: dict, trt, options: DLAOptions | None, engine_bytes) -> dict
     return sidecar
 
 
-def prepare(trt, onnx_path, core: int | None, gpu_fallback: bool = False, platform: Platform | None = None):
+def check_static_profile(profile) -> None:
+    """DLA has no dynamic dimensions: the profile's min, opt and max must be equal, and the engine
+    then runs at exactly that size (NVIDIA, "DLA Supported Layers and Restrictions", general
+    restrictions; non-batch dimensions at most 8192)."""
+    lo, opt, hi = (tuple(profile.min), tuple(profile.opt), tuple(profile.max))
+    if not lo == opt == hi:
+        raise DLAError(f"--dla-core: DLA runs static shapes only (min = opt = max), this profile is {profile}: "
+                       f"give e.g. --shapes {'x'.join(map(str, opt))}:{'x'.join(map(str, opt))}:{'x'.join(map(str, opt))} "
+                       "(the Runner tiles larger images into that size)")
+    if any(d > 8192 for d in hi[1:]):
+        raise DLAError(f"--dla-core: DLA takes non-batch dimensions up to 8192, this profile is {profile}")
+
+
+def prepare(trt, onnx_path, core: int | None, gpu_fallback: bool = False, platform: Platform | None = None,
+            profile=None):
     """The DLA options for a build, or None when no ``--dla-core`` was given: checks the TensorRT
-    version, the platform and the ONNX's precision first (DLAError with the reason)."""
+    version, the platform, the ONNX's precision and the profile first (DLAError with the reason)."""
     if core is None:
         if gpu_fallback:
             raise DLAError("--gpu-fallback goes with --dla-core N")
@@ -229,6 +244,8 @@ def prepare(trt, onnx_path, core: int | None, gpu_fallback: bool = False, platfo
         raise DLAError(f"--dla-core must be 0 or more, got {core}")
     check_dla_support(str(trt.__version__), platform or detect_platform())
     check_dla_precision(onnx_precision(onnx_path))
+    if profile is not None:
+        check_static_profile(profile)
     return DLAOptions(core=core, gpu_fallback=gpu_fallback)
 
 
