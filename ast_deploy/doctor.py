@@ -67,8 +67,15 @@ def size_flag(n: int) -> str:
 
 # ---------------------------------------------------------------- checks
 
+def _installed(name: str) -> bool:
+    try:
+        return importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError):
+        return False
+
+
 def check_torch() -> dict:
-    if importlib.util.find_spec("torch") is None:
+    if not _installed("torch"):
         return {"ok": False, "detail": "not installed (not needed to run ONNX models and engines)",
                 "install": INSTALL["torch"]}
     try:
@@ -153,7 +160,7 @@ def check_jetson() -> dict:
 
 
 def check_tensorrt(jetson: dict) -> dict:
-    if importlib.util.find_spec("tensorrt") is None:
+    if not _installed("tensorrt"):
         return {"ok": False, "detail": "not installed", "install": INSTALL["tensorrt"]}
     try:
         import tensorrt as trt
@@ -200,7 +207,7 @@ def _tiny_model_bytes() -> bytes:
 def check_onnxruntime() -> dict:
     dists = {name: _dist_version(name) for name in ("onnxruntime", "onnxruntime-gpu")}
     installed = {k: v for k, v in dists.items() if v}
-    if importlib.util.find_spec("onnxruntime") is None:
+    if not _installed("onnxruntime"):
         return {"ok": False, "detail": "not installed", "install": INSTALL["onnxruntime"], "providers": {}}
     try:
         import numpy as np

@@ -103,3 +103,29 @@ def test_console_script_declared():
 
     project = tomllib.loads((REPO / "pyproject.toml").read_text())
     assert project["project"]["scripts"]["ast-doctor"] == "ast_deploy.cli.doctor:main"
+
+
+HIDE_TORCH = """
+import sys, runpy
+class HideTorch:
+    def find_spec(self, name, path=None, target=None):
+        if name == "torch" or name.startswith("torch."):
+            raise ModuleNotFoundError("No module named 'torch'", name="torch")
+        return None
+sys.meta_path.insert(0, HideTorch())
+sys.argv = ["ast-doctor", "--json"]
+runpy.run_module("ast_deploy.cli.doctor", run_name="__main__")
+"""
+
+
+def test_without_torch_reports_it_missing():
+    """Where PyTorch is absent (a Jetson running engines only) ast-doctor says so instead of failing."""
+    env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    proc = subprocess.run([sys.executable, "-c", HIDE_TORCH], capture_output=True, text=True, timeout=300, cwd=REPO,
+                          env=env)
+    if proc.returncode != 0 and "No module named 'torch'" in proc.stderr and "ast_deploy/doctor.py" not in proc.stderr:
+        pytest.skip("the ast_deploy package itself still imports torch on import (made lazy by another change)")
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    assert report["pytorch"]["ok"] is False and "not installed" in report["pytorch"]["detail"]
+    assert "[export]" in report["pytorch"]["install"]
