@@ -41,6 +41,11 @@ def parser() -> argparse.ArgumentParser:
                         "PTX for the build GPU, so this uses the ONNX local functions (refused with --plugins on)")
     p.add_argument("--device", default="cuda", metavar="cuda[:N]", type=_device,
                    help="the GPU to build on and for, as the runtime tools spell it (default: cuda, i.e. cuda:0)")
+    p.add_argument("--dla-core", type=int, metavar="N",
+                   help="Jetson Orin: build for DLA core N (FP16/INT8 ONNX; TensorRT <= 10.7, or >= 11.4.1 on AGX Orin "
+                        "with JetPack >= 7.2.2)")
+    p.add_argument("--gpu-fallback", action="store_true",
+                   help="with --dla-core: layers DLA cannot run (attention, LayerNorm, plugins) run on the GPU")
     p.add_argument("--force", action="store_true", help="rebuild even if a cached engine matches")
     return p
 
@@ -53,7 +58,7 @@ def main(argv=None) -> int:
         path = build_engine(args.onnx, args.out, shapes=args.shapes, plugins=args.plugins,
                             timing_cache=args.timing_cache, opt_level=args.opt_level,
                             hardware_compat=args.hardware_compat, recipe=args.recipe, force=args.force,
-                            device=args.device)
+                            device=args.device, dla_core=args.dla_core, gpu_fallback=args.gpu_fallback)
     except (TensorRTNotInstalled, ProfileError, PluginError, FileNotFoundError, ValueError) as e:
         print(f"ast-build: error: {e}", file=sys.stderr)
         return 2

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 from ..recipes import RecipeError, load_recipe
+from . import dla
 from .cache import cache_key, default_engine_path, is_cached, sidecar_content, write_engine
 from .onnx_info import OnnxInfo, inspect_onnx
 from .plugins import resolve_plugins
@@ -98,7 +99,8 @@ def _kernel_target(target):
 
 def build_engine(onnx_path, out=None, *, shapes=None, plugins: str = "auto", timing_cache=None,
                  opt_level: int | None = None, hardware_compat: bool = False, recipe=None,
-                 force: bool = False, device: int | str = 0) -> Path:
+                 force: bool = False, device: int | str = 0, dla_core: int | None = None,
+                 gpu_fallback: bool = False) -> Path:
     """Build (or reuse from the cache) a TensorRT engine for ``onnx_path``; return its path.
 
     ``out`` defaults to ``<onnx dir>/<onnx stem>.<cache key>.plan``; an existing ``out`` whose sidecar
@@ -124,7 +126,9 @@ def build_engine(onnx_path, out=None, *, shapes=None, plugins: str = "auto", tim
         from .trt_plugins import kernel_fingerprint
 
         kernels = kernel_fingerprint(tuple(plugin_record.get("target") or (None, None)))
-    options = build_options(profile, info.input_name, plugin_record["used"], opt_level, hardware_compat, kernels)
+    dla_options = dla.prepare(trt, info.path, dla_core, gpu_fallback, profile=profile)
+    options = build_options(profile, info.input_name, plugin_record["used"], opt_level, hardware_compat, kernels) | \
+        dla.options_entry(dla_options)
     key = cache_key(info.sha256, target, options)
     out = Path(out) if out is not None else default_engine_path(onnx_path, key)
     if not force and is_cached(out, key):
@@ -136,12 +140,13 @@ def build_engine(onnx_path, out=None, *, shapes=None, plugins: str = "auto", tim
     chain = make_loader_chain(poly_trt, info.path, info.input_name, profile, opt_level=opt_level,
                               hardware_compatibility_level=hardware_compat_level(trt, hardware_compat),
                               timing_cache=timing_cache)
+    chain = dla.wrap_chain(poly_trt, trt, chain, dla_options)
     log.info("building %s for %s, shapes %s, %s", out.name, target.describe(), profile, plugin_record["detail"])
     start = time.perf_counter()
     engine_bytes = chain()
     seconds = time.perf_counter() - start
-    write_engine(out, engine_bytes, sidecar_content(key=key, engine_path=out, onnx=info, target=target,
-                                                    profile=profile, options=options, plugins=plugin_record,
-                                                    build_seconds=seconds))
+    write_engine(out, engine_bytes, dla.record(sidecar_content(key=key, engine_path=out, onnx=info, target=target,
+                                                               profile=profile, options=options, plugins=plugin_record,
+                                                               build_seconds=seconds), trt, dla_options, engine_bytes))
     log.info("wrote %s in %.1f s", out, seconds)
     return out
