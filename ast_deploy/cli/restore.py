@@ -21,6 +21,17 @@ def parser() -> argparse.ArgumentParser:
     add_model_options(p)
     p.add_argument("--side-by-side", action="store_true", help="write input and result next to each other")
     p.add_argument("--force", action="store_true", help="overwrite existing outputs (default: skip them)")
+    # Ray Data (ast_deploy.scale): on a multi-node cluster OUT must be shared storage or a pyarrow URI.
+    ray = p.add_argument_group("scale out with Ray (pip install -e \".[ray]\")")
+    ray.add_argument("--ray", metavar="ADDRESS", help="run on a Ray cluster: local (started on 127.0.0.1 and "
+                     "stopped afterwards), auto, or ray://HOST:PORT")
+    ray.add_argument("--workers", type=int, metavar="N", help="actors holding a model (default: one per "
+                     "--gpus-per-worker GPUs, else one per CPU but one)")
+    ray.add_argument("--gpus-per-worker", type=float, default=0, metavar="G", help="GPUs per actor (default 0)")
+    try:  # the memory budget may already be a model option
+        p.add_argument("--max-memory", metavar="SIZE", help="memory budget per process (per Ray worker), e.g. 4G")
+    except argparse.ArgumentError:
+        pass
     return p
 
 
@@ -30,6 +41,10 @@ def main(argv=None) -> int:
 
     from ..images import READABLE_SUFFIXES, restore_file
 
+    if args.ray:
+        from ..scale import run_cli
+
+        return run_cli(args, *expand_inputs(args.inputs, READABLE_SUFFIXES))
     try:
         runner = open_runner(args.engine or args.onnx or args.weights, args)
     except UsageError as e:
