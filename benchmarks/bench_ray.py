@@ -1,0 +1,116 @@
+"""Images/s of ast-restore on a local Ray cluster (1 and 2 workers) against the single process, on the
+same photos, and the fixed cost of starting the cluster.
+
+    python benchmarks/bench_ray.py [--images 8] [--size 96x128] [--runs 3] [--workers 1,2] [--model PATH]
+
+Each job restores every photo (files in, PNG files out, as ast-restore does). A job's time has a fixed
+part (the actors start and load the model; the single process loads it once) and a part per image:
+both come from two job lengths, one photo and ``--images`` photos, as
+    per image = (t(N) - t(1)) / (N - 1),   fixed = t(1) - per image.
+Medians of ``--runs`` runs; the ratio is against the single process measured in the same run.
+Default model: the demo checkpoint (derain, protocol pad:64).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def make_photos(folder: Path, count: int, h: int, w: int) -> list[Path]:
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i in range(count):
+        hh, ww = h - 8 * (i % 3), w - 8 * (i % 2)  # mixed sizes around HxW
+        path = folder / f"photo{i:03d}.png"
+        Image.fromarray(rng.integers(0, 256, (hh, ww, 3), dtype=np.uint8)).save(path)
+        paths.append(path)
+    return paths
+
+
+def single_job(photos, out: Path, model: str, runner_kwargs: dict) -> float:
+    from ast_deploy.images import restore_file
+    from ast_deploy.scale import open_runner
+
+    start = time.perf_counter()
+    runner = open_runner(model, runner_kwargs)
+    for src in photos:
+        restore_file(src, out / f"{src.stem}.png", runner)
+    return time.perf_counter() - start
+
+
+def ray_job(ray, photos, out: Path, model: str, runner_kwargs: dict, workers: int) -> float:
+    from ast_deploy.scale import restore_files
+
+    start = time.perf_counter()
+    errors = [e for _, _, e in restore_files(ray, [(p, out / f"{p.stem}.png") for p in photos], model,
+                                             runner_kwargs, workers=workers) if e]
+    elapsed = time.perf_counter() - start
+    if errors:
+        raise RuntimeError(f"the Ray job failed on: {errors}")
+    return elapsed
+
+
+def split(t1: list[float], tn: list[float], n: int) -> tuple[float, float, float]:
+    """(fixed s, images/s, median t(N)) from the medians of the one-photo and N-photo jobs."""
+    m1, mn = statistics.median(t1), statistics.median(tn)
+    per_image = max((mn - m1) / (n - 1), 1e-9)
+    return m1 - per_image, 1.0 / per_image, mn
+
+
+def main(argv=None) -> None:
+    from ast_deploy.demo import demo_weights
+    from ast_deploy.scale import cluster
+
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--images", type=int, default=8)
+    p.add_argument("--size", default="96x128", help="HxW of the photos (mixed: up to 16 pixels smaller)")
+    p.add_argument("--runs", type=int, default=3)
+    p.add_argument("--workers", default="1,2")
+    p.add_argument("--model", default=None, help="checkpoint / .onnx / engine (default: the demo checkpoint)")
+    p.add_argument("--task", default="derain")
+    p.add_argument("--protocol", default="pad:64")
+    args = p.parse_args(argv)
+    h, w = (int(v) for v in args.size.lower().split("x"))
+    model = args.model or str(demo_weights())
+    runner_kwargs = dict(task=args.task, protocol=args.protocol)
+    workers = [int(n) for n in args.workers.split(",")]
+    n = args.images
+    with tempfile.TemporaryDirectory(prefix="bench-ray-") as tmp:
+        tmp = Path(tmp)
+        photos = make_photos(tmp / "in", n, h, w)
+        times = {"single": ([], [])} | {k: ([], []) for k in workers}
+        starts, stops = [], []
+        for _ in range(args.runs):
+            for i, subset in enumerate((photos[:1], photos)):
+                times["single"][i].append(single_job(subset, tmp / "single", model, runner_kwargs))
+            start = time.perf_counter()
+            with cluster("local") as ray:
+                starts.append(time.perf_counter() - start)
+                for k in workers:
+                    for i, subset in enumerate((photos[:1], photos)):
+                        times[k][i].append(ray_job(ray, subset, tmp / f"ray{k}", model, runner_kwargs, k))
+                stop = time.perf_counter()
+            stops.append(time.perf_counter() - stop)
+    fixed, rate, total = split(*times["single"], n)
+    print(f"{n} photos of about {h}x{w}, model {Path(model).name} ({args.protocol}), median of {args.runs} runs")
+    print("| path | fixed cost per job (s) | images/s | job of %d photos (s) | images/s vs single |" % n)
+    print("| --- | --- | --- | --- | --- |")
+    print(f"| single process | {fixed:.2f} (model load) | {rate:.2f} | {total:.1f} | 1.00 |")
+    for k in workers:
+        f, r, t = split(*times[k], n)
+        print(f"| Ray, {k} worker{'s' if k > 1 else ''} | {f:.2f} (actors start, load the model) | {r:.2f} | "
+              f"{t:.1f} | {r / rate:.2f} |")
+    print(f"| start a local cluster | {statistics.median(starts):.2f} (stop: {statistics.median(stops):.2f}) | | | |")
+
+
+if __name__ == "__main__":
+    main()
