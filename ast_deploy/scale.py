@@ -160,8 +160,10 @@ class ModelError(RuntimeError):
     """A worker cannot open the model (a usage error: exit 2)."""
 
 
-def _failure(src, e: BaseException) -> str:  # the single-machine path's wording
-    return str(e) if str(src) in str(e) else f"{src}: {type(e).__name__}: {e}"
+def _failure(row: dict, e: BaseException) -> str:
+    """The single-machine path's wording, with the path as the user gave it (workers see absolute ones)."""
+    message = str(e).replace(row["path"], row["src"])
+    return message if row["src"] in message else f"{row['src']}: {type(e).__name__}: {message}"
 
 
 # ------------------------------------------------------------------- output files
@@ -212,10 +214,10 @@ def _read_row(row: dict) -> dict:
     from .images import read_image
 
     try:
-        image = read_image(row["src"])
+        image = read_image(row["path"])
         return {**row, "pixels": image.pixels, "bit_depth": image.bit_depth, "error": ""}
     except Exception as e:
-        return {**row, "pixels": np.zeros((0, 0, 3), np.float32), "bit_depth": 8, "error": _failure(row["src"], e)}
+        return {**row, "pixels": np.zeros((0, 0, 3), np.float32), "bit_depth": 8, "error": _failure(row, e)}
 
 
 class _FileRestorer:
@@ -232,9 +234,9 @@ class _FileRestorer:
         if not row["error"]:
             try:
                 image = Image(np.asarray(row["pixels"], np.float32), int(row["bit_depth"]))
-                write_output(row["dst"], restore_image(image, self.runner, self.side_by_side), image.bit_depth)
+                write_output(row["out"], restore_image(image, self.runner, self.side_by_side), image.bit_depth)
             except Exception as e:  # one bad file must not stop the batch
-                result["error"] = _failure(row["src"], e)
+                result["error"] = _failure(row, e)
         return result
 
 
@@ -287,7 +289,7 @@ def restore_dataset(ds, source, *, column: str = "image", output_column: str | N
     kwargs = dict(task=task, protocol=protocol, device=device, config=config, max_memory=max_memory)
     return ds.map(_ArrayRestorer, compute=ray.data.ActorPoolStrategy(size=size), num_cpus=actor_cpus,
                   num_gpus=gpus_per_worker or None,
-                  fn_constructor_kwargs=dict(source=str(source), runner_kwargs=kwargs, column=column,
+                  fn_constructor_kwargs=dict(source=str(Path(source).absolute()), runner_kwargs=kwargs, column=column,
                                              output_column=output_column or column))
 
 
@@ -295,12 +297,15 @@ def restore_files(ray, jobs, source, runner_kwargs: dict, *, workers=None, gpus_
                   side_by_side: bool = False):
     """Yield (src, dst, error) for each (src, dst) job as the cluster finishes it ("" when written)."""
     size, actor_cpus = pool_size(ray, workers, gpus_per_worker)
-    items = [{"src": str(src), "dst": str(dst)} for src, dst in jobs]
+    # Workers need not share the driver's working directory: they get absolute paths.
+    items = [{"src": str(src), "path": str(Path(src).absolute()), "dst": str(dst),
+              "out": dst if is_uri(dst) else str(Path(dst).absolute())} for src, dst in jobs]
     ds = ray.data.from_items(items, override_num_blocks=len(items))  # one path per block: streamed reads
     ds = ds.map(_read_row, num_cpus=READ_CPUS)
     ds = ds.map(_FileRestorer, compute=ray.data.ActorPoolStrategy(size=size), num_cpus=actor_cpus,
                 num_gpus=gpus_per_worker or None,
-                fn_constructor_kwargs=dict(source=str(source), runner_kwargs=runner_kwargs, side_by_side=side_by_side))
+                fn_constructor_kwargs=dict(source=str(Path(source).absolute()), runner_kwargs=runner_kwargs,
+                                           side_by_side=side_by_side))
     for row in ds.iter_rows():
         yield row["src"], row["dst"], row["error"]
 

@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 pytest.importorskip("ray.data", reason="Ray Data is not installed (pip install -e '.[ray]')")
-psutil = pytest.importorskip("psutil", reason="psutil is needed to check the Ray processes")
+import psutil  # noqa: E402  (the [test] extra's: a missing one must fail, not skip the Ray tests)
 
 from ast_deploy.cli import restore  # noqa: E402
 from ast_deploy.demo import demo_weights  # noqa: E402
@@ -127,3 +127,26 @@ def test_without_ray_the_message_says_what_to_install(tmp_path):
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert result.returncode == 2, result.stderr
     assert 'pip install -e ".[ray]"' in result.stderr and "Traceback" not in result.stderr
+
+
+def test_outputs_on_a_pyarrow_filesystem_uri(tmp_path):
+    """OUT as a URI (what a multi-node cluster writes to): the same name rule, --force rule and bytes."""
+    from ast_deploy.cli.restore import plan_outputs
+    from ast_deploy.images import read_image, write_png
+    from ast_deploy.scale import _exists, write_output
+
+    src = _photos(tmp_path / "in")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "p1.png").write_bytes(b"kept")
+    uri = out.as_uri()
+    inputs = sorted(src.glob("p*.png"))
+    jobs, skipped, failures = plan_outputs(inputs, uri, force=False, exists=_exists)
+    assert skipped == [f"{uri}/p1.png"] and not failures
+    assert [dst for _, dst in jobs] == [f"{uri}/{name}.png" for name in ("p0", "p2", "p3")]
+    assert len(plan_outputs(inputs, uri, force=True, exists=_exists)[0]) == 4
+    image = read_image(src / "deep16.png")
+    write_output(f"{uri}/deep16.png", image.pixels, image.bit_depth)
+    write_png(tmp_path / "local.png", image.pixels, image.bit_depth)
+    assert (out / "deep16.png").read_bytes() == (tmp_path / "local.png").read_bytes()
+    assert sorted(p.name for p in out.iterdir()) == ["deep16.png", "p1.png"]  # no temporary file left
