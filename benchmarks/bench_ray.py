@@ -1,13 +1,13 @@
 """Images/s of ast-restore on a local Ray cluster (1 and 2 workers) against the single process, on the
 same photos, and the fixed cost of starting the cluster.
 
-    python benchmarks/bench_ray.py [--images 8] [--size 96x128] [--runs 3] [--workers 1,2] [--model PATH]
+    python benchmarks/bench_ray.py [--images 12] [--size 96x128] [--runs 3] [--workers 1,2] [--model PATH]
 
-Each job restores every photo (files in, PNG files out, as ast-restore does). A job's time has a fixed
-part (the actors start and load the model; the single process loads it once) and a part per image:
-both come from two job lengths, one photo and ``--images`` photos, as
-    per image = (t(N) - t(1)) / (N - 1),   fixed = t(1) - per image.
-Medians of ``--runs`` runs; the ratio is against the single process measured in the same run.
+Each job restores every photo (files in, PNG files out, as ast-restore does). A job has a fixed
+part (the single process loads the model; on Ray the actors start and load it) and a rate: both come
+from the times at which the results arrive in the driver, t_1 ... t_N after the job starts:
+    images/s = (N - 1) / (t_N - t_1),   fixed = t_1 - 1 / (images/s).
+Medians of ``--runs`` runs; the ratio is against the single process of the same run.
 Default model: the demo checkpoint (derain, protocol pad:64).
 """
 
@@ -36,34 +36,35 @@ def make_photos(folder: Path, count: int, h: int, w: int) -> list[Path]:
     return paths
 
 
-def single_job(photos, out: Path, model: str, runner_kwargs: dict) -> float:
+def single_job(photos, out: Path, model: str, runner_kwargs: dict) -> list[float]:
     from ast_deploy.images import restore_file
     from ast_deploy.scale import open_runner
 
-    start = time.perf_counter()
+    start, arrivals = time.perf_counter(), []
     runner = open_runner(model, runner_kwargs)
     for src in photos:
         restore_file(src, out / f"{src.stem}.png", runner)
-    return time.perf_counter() - start
+        arrivals.append(time.perf_counter() - start)
+    return arrivals
 
 
-def ray_job(ray, photos, out: Path, model: str, runner_kwargs: dict, workers: int) -> float:
+def ray_job(ray, photos, out: Path, model: str, runner_kwargs: dict, workers: int) -> list[float]:
     from ast_deploy.scale import restore_files
 
-    start = time.perf_counter()
-    errors = [e for _, _, e in restore_files(ray, [(p, out / f"{p.stem}.png") for p in photos], model,
-                                             runner_kwargs, workers=workers) if e]
-    elapsed = time.perf_counter() - start
-    if errors:
-        raise RuntimeError(f"the Ray job failed on: {errors}")
-    return elapsed
+    start, arrivals = time.perf_counter(), []
+    for _, _, error in restore_files(ray, [(p, out / f"{p.stem}.png") for p in photos], model, runner_kwargs,
+                                     workers=workers):
+        if error:
+            raise RuntimeError(f"the Ray job failed: {error}")
+        arrivals.append(time.perf_counter() - start)
+    return arrivals
 
 
-def split(t1: list[float], tn: list[float], n: int) -> tuple[float, float, float]:
-    """(fixed s, images/s, median t(N)) from the medians of the one-photo and N-photo jobs."""
-    m1, mn = statistics.median(t1), statistics.median(tn)
-    per_image = max((mn - m1) / (n - 1), 1e-9)
-    return m1 - per_image, 1.0 / per_image, mn
+def split(jobs: list[list[float]]) -> tuple[float, float, float]:
+    """(fixed s, images/s, job s): medians over the runs."""
+    rates = [(len(t) - 1) / (t[-1] - t[0]) for t in jobs]
+    fixed = [t[0] - 1 / r for t, r in zip(jobs, rates)]
+    return statistics.median(fixed), statistics.median(rates), statistics.median(t[-1] for t in jobs)
 
 
 def main(argv=None) -> None:
@@ -71,7 +72,7 @@ def main(argv=None) -> None:
     from ast_deploy.scale import cluster
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--images", type=int, default=8)
+    p.add_argument("--images", type=int, default=12)
     p.add_argument("--size", default="96x128", help="HxW of the photos (mixed: up to 16 pixels smaller)")
     p.add_argument("--runs", type=int, default=3)
     p.add_argument("--workers", default="1,2")
@@ -87,26 +88,24 @@ def main(argv=None) -> None:
     with tempfile.TemporaryDirectory(prefix="bench-ray-") as tmp:
         tmp = Path(tmp)
         photos = make_photos(tmp / "in", n, h, w)
-        times = {"single": ([], [])} | {k: ([], []) for k in workers}
+        times = {"single": []} | {k: [] for k in workers}
         starts, stops = [], []
         for _ in range(args.runs):
-            for i, subset in enumerate((photos[:1], photos)):
-                times["single"][i].append(single_job(subset, tmp / "single", model, runner_kwargs))
+            times["single"].append(single_job(photos, tmp / "single", model, runner_kwargs))
             start = time.perf_counter()
             with cluster("local") as ray:
                 starts.append(time.perf_counter() - start)
                 for k in workers:
-                    for i, subset in enumerate((photos[:1], photos)):
-                        times[k][i].append(ray_job(ray, subset, tmp / f"ray{k}", model, runner_kwargs, k))
+                    times[k].append(ray_job(ray, photos, tmp / f"ray{k}", model, runner_kwargs, k))
                 stop = time.perf_counter()
             stops.append(time.perf_counter() - stop)
-    fixed, rate, total = split(*times["single"], n)
+    fixed, rate, total = split(times["single"])
     print(f"{n} photos of about {h}x{w}, model {Path(model).name} ({args.protocol}), median of {args.runs} runs")
     print("| path | fixed cost per job (s) | images/s | job of %d photos (s) | images/s vs single |" % n)
     print("| --- | --- | --- | --- | --- |")
     print(f"| single process | {fixed:.2f} (model load) | {rate:.2f} | {total:.1f} | 1.00 |")
     for k in workers:
-        f, r, t = split(*times[k], n)
+        f, r, t = split(times[k])
         print(f"| Ray, {k} worker{'s' if k > 1 else ''} | {f:.2f} (actors start, load the model) | {r:.2f} | "
               f"{t:.1f} | {r / rate:.2f} |")
     print(f"| start a local cluster | {statistics.median(starts):.2f} (stop: {statistics.median(stops):.2f}) | | | |")

@@ -36,6 +36,7 @@ def ray_cluster():
         names = {p.name() for p in processes}
         assert {"raylet", "gcs_server"} <= names, names
         yield ray, processes
+        processes += [p for p in _cluster_processes() if p not in processes]  # workers started meanwhile
     assert not ray.is_initialized()
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline and any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in processes):
@@ -46,8 +47,11 @@ def ray_cluster():
 
 
 def test_local_cluster_listens_on_loopback_only(ray_cluster):
-    ray, processes = ray_cluster
+    ray, _ = ray_cluster
     assert {n["NodeManagerAddress"] for n in ray.nodes()} == {"127.0.0.1"}
+    assert ray.get(ray.remote(lambda: 1).remote()) == 1  # a worker process has started and listens too
+    processes = _cluster_processes()
+    assert any("default_worker" in " ".join(p.cmdline()) for p in processes), [p.cmdline()[:2] for p in processes]
     listening = [(p.name(), c.laddr) for p in processes if p.is_running()
                  for c in p.net_connections("inet") if c.status == psutil.CONN_LISTEN]
     assert listening, "the cluster's servers were not found"
