@@ -53,16 +53,20 @@ def _loopback_node():
     """Ray resolves ``_node_ip_address="127.0.0.1"`` to the machine's outward address (and its servers
     then listen on every interface) unless cluster mode is off, which its environment variable
     RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 does; the processes started meanwhile inherit it."""
-    from ray._private import ray_constants
-
+    try:  # read when Ray was imported: set it too (check_loopback verifies the outcome on any version)
+        from ray._private import ray_constants
+    except ImportError:
+        ray_constants = None
     saved_env = {k: os.environ.get(k) for k in ("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "RAY_USAGE_STATS_ENABLED")}
-    saved = ray_constants.ENABLE_RAY_CLUSTER
+    saved = getattr(ray_constants, "ENABLE_RAY_CLUSTER", None)
     os.environ.update(RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0", RAY_USAGE_STATS_ENABLED="0")
-    ray_constants.ENABLE_RAY_CLUSTER = False
+    if saved is not None:
+        ray_constants.ENABLE_RAY_CLUSTER = False
     try:
         yield
     finally:
-        ray_constants.ENABLE_RAY_CLUSTER = saved
+        if saved is not None:
+            ray_constants.ENABLE_RAY_CLUSTER = saved
         for key, value in saved_env.items():
             os.environ.pop(key, None) if value is None else os.environ.__setitem__(key, value)
 

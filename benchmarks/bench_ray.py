@@ -36,16 +36,34 @@ def make_photos(folder: Path, count: int, h: int, w: int) -> list[Path]:
     return paths
 
 
-def single_job(photos, out: Path, model: str, runner_kwargs: dict) -> list[float]:
+def single_job(photos, out: Path, model: str, runner_kwargs: dict, threads: int) -> list[float]:
+    import torch
+
     from ast_deploy.images import restore_file
     from ast_deploy.scale import open_runner
 
-    start, arrivals = time.perf_counter(), []
-    runner = open_runner(model, runner_kwargs)
-    for src in photos:
-        restore_file(src, out / f"{src.stem}.png", runner)
-        arrivals.append(time.perf_counter() - start)
-    return arrivals
+    saved = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        start, arrivals = time.perf_counter(), []
+        runner = open_runner(model, runner_kwargs)
+        for src in photos:
+            restore_file(src, out / f"{src.stem}.png", runner)
+            arrivals.append(time.perf_counter() - start)
+        return arrivals
+    finally:
+        torch.set_num_threads(saved)
+
+
+def actor_threads(ray, num_cpus: float) -> str:
+    def probe():
+        import os
+
+        import torch
+
+        return f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')}, torch threads {torch.get_num_threads()}"
+
+    return ray.get(ray.remote(num_cpus=num_cpus)(probe).remote())
 
 
 def ray_job(ray, photos, out: Path, model: str, runner_kwargs: dict, workers: int) -> list[float]:
@@ -69,7 +87,7 @@ def split(jobs: list[list[float]]) -> tuple[float, float, float]:
 
 def main(argv=None) -> None:
     from ast_deploy.demo import demo_weights
-    from ast_deploy.scale import cluster
+    from ast_deploy.scale import cluster, pool_size
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--images", type=int, default=12)
@@ -88,22 +106,32 @@ def main(argv=None) -> None:
     with tempfile.TemporaryDirectory(prefix="bench-ray-") as tmp:
         tmp = Path(tmp)
         photos = make_photos(tmp / "in", n, h, w)
-        times = {"single": []} | {k: [] for k in workers}
+        import torch
+
+        threads = torch.get_num_threads()
+        singles = sorted({threads, 1}, reverse=True)
+        times = {("single", t): [] for t in singles} | {k: [] for k in workers}
         starts, stops = [], []
         for _ in range(args.runs):
-            times["single"].append(single_job(photos, tmp / "single", model, runner_kwargs))
+            for t in singles:
+                times["single", t].append(single_job(photos, tmp / "single", model, runner_kwargs, t))
             start = time.perf_counter()
             with cluster("local") as ray:
                 starts.append(time.perf_counter() - start)
+                inside = actor_threads(ray, pool_size(ray, max(workers))[1])
                 for k in workers:
                     times[k].append(ray_job(ray, photos, tmp / f"ray{k}", model, runner_kwargs, k))
                 stop = time.perf_counter()
             stops.append(time.perf_counter() - stop)
-    fixed, rate, total = split(times["single"])
-    print(f"{n} photos of about {h}x{w}, model {Path(model).name} ({args.protocol}), median of {args.runs} runs")
+    fixed, rate, total = split(times["single", threads])
+    print(f"{n} photos of about {h}x{w}, model {Path(model).name} ({args.protocol}), median of {args.runs} runs; "
+          f"in an actor: {inside}")
     print("| path | fixed cost per job (s) | images/s | job of %d photos (s) | images/s vs single |" % n)
     print("| --- | --- | --- | --- | --- |")
-    print(f"| single process | {fixed:.2f} (model load) | {rate:.2f} | {total:.1f} | 1.00 |")
+    for t in singles:
+        f, r, tt = split(times["single", t])
+        print(f"| single process, {t} thread{'s' if t > 1 else ''} | {f:.2f} (model load) | {r:.2f} | {tt:.1f} | "
+              f"{r / rate:.2f} |")
     for k in workers:
         f, r, t = split(times[k])
         print(f"| Ray, {k} worker{'s' if k > 1 else ''} | {f:.2f} (actors start, load the model) | {r:.2f} | "

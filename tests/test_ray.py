@@ -121,6 +121,9 @@ def test_ray_usage_errors(tmp_path, ray_cluster, capsys):
     assert code == 2
     assert "none.pth: no such file" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
+    with pytest.raises(SystemExit) as e:
+        restore.main([str(src), "-o", str(tmp_path / "o"), *MODEL, "--workers", "2"])
+    assert e.value.code == 2 and "need --ray" in capsys.readouterr().err
 
 
 def test_without_ray_the_message_says_what_to_install(tmp_path):

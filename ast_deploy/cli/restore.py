@@ -36,7 +36,10 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
-    args = parser().parse_args(argv)
+    p = parser()
+    args = p.parse_args(argv)
+    if (args.workers is not None or args.gpus_per_worker) and not args.ray:
+        p.error("--workers and --gpus-per-worker need --ray")
     from tqdm import tqdm
 
     from ..images import READABLE_SUFFIXES, restore_file
