@@ -330,6 +330,30 @@ def _cause(e: BaseException):
     return None
 
 
+class _Terminated(Exception):
+    pass
+
+
+@contextlib.contextmanager
+def _sigterm_raises():
+    """SIGTERM raises _Terminated in the driver, so that the cluster is stopped on the way out (Ray's own
+    handler, installed by ray.init, would print a stack dump and exit at once)."""
+    import signal
+
+    def handler(signum, frame):
+        raise _Terminated()
+
+    try:
+        previous = signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread: leave signals alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def run_cli(args, inputs, failures) -> int:
     """``ast-restore --ray``: the single-machine command's inputs, outputs, messages and exit codes."""
     from .cli.common import UsageError, load_config
@@ -360,7 +384,7 @@ def run_cli(args, inputs, failures) -> int:
     done = 0
     if jobs:
         try:
-            with cluster(args.ray) as ray:
+            with cluster(args.ray) as ray, _sigterm_raises():
                 for src, dst, error in restore_files(ray, jobs, source, runner_kwargs, workers=args.workers,
                                                      gpus_per_worker=args.gpus_per_worker,
                                                      side_by_side=args.side_by_side):
@@ -372,6 +396,10 @@ def run_cli(args, inputs, failures) -> int:
         except ClusterError as e:
             print(f"{prog}: error: {e}", file=sys.stderr)
             return 2
+        except (KeyboardInterrupt, _Terminated) as e:  # the cluster is stopped; outputs are whole or absent
+            print(f"{prog}: {'terminated' if isinstance(e, _Terminated) else 'interrupted'} after restoring "
+                  f"{done} image(s)", file=sys.stderr)
+            return 143 if isinstance(e, _Terminated) else 130
         except Exception as e:  # a worker could not open the model, or the cluster failed
             model_error = _cause(e)
             if model_error is not None:
