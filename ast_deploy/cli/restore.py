@@ -22,14 +22,32 @@ def parser() -> argparse.ArgumentParser:
     add_model_options(p)
     p.add_argument("--side-by-side", action="store_true", help="write input and result next to each other")
     p.add_argument("--force", action="store_true", help="overwrite existing outputs (default: skip them)")
+    # Ray Data (ast_deploy.scale): on a multi-node cluster OUT must be shared storage or a pyarrow URI.
+    ray = p.add_argument_group("scale out with Ray (pip install -e \".[ray]\")")
+    ray.add_argument("--ray", metavar="ADDRESS", help="run on a Ray cluster: local (started on 127.0.0.1 and "
+                     "stopped afterwards), auto, or ray://HOST:PORT")
+    ray.add_argument("--workers", type=int, metavar="N", help="actors holding a model (default: one per "
+                     "--gpus-per-worker GPUs, else one per CPU but one)")
+    ray.add_argument("--gpus-per-worker", type=float, default=0, metavar="G", help="GPUs per actor (default 0)")
+    try:  # the memory budget may already be a model option
+        p.add_argument("--max-memory", metavar="SIZE", help="memory budget per process (per Ray worker), e.g. 4G")
+    except argparse.ArgumentError:
+        pass
     return p
 
 
 def main(argv=None) -> int:
-    args = parser().parse_args(argv)
+    p = parser()
+    args = p.parse_args(argv)
+    if (args.workers is not None or args.gpus_per_worker) and not args.ray:
+        p.error("--workers and --gpus-per-worker need --ray")
     from tqdm import tqdm
 
 
+    if args.ray:
+        from ..scale import run_cli
+
+        return run_cli(args, *expand_inputs(args.inputs, READABLE_SUFFIXES))
     try:
         runner = open_runner(args.engine or args.onnx or args.weights, args)
     except UsageError as e:
@@ -37,22 +55,40 @@ def main(argv=None) -> int:
         return 2
     inputs, failures = expand_inputs(args.inputs, READABLE_SUFFIXES)
     outdir = Path(args.out)
-    done, skipped, claimed = 0, [], {}
-    for src in tqdm(inputs, desc="restoring", unit="image", file=sys.stderr, disable=None):
-        dst = outdir / f"{src.stem}.png"
-        if dst in claimed:
-            failures.append(f"{src}: its output {dst} is already taken by {claimed[dst]}; rename one of them")
-            continue
-        claimed[dst] = src
-        if dst.exists() and not args.force:
-            skipped.append(dst)
-            continue
+    done, (jobs, skipped, clashes) = 0, plan_outputs(inputs, outdir, args.force)
+    failures += clashes
+    for src, dst in tqdm(jobs, desc="restoring", unit="image", file=sys.stderr, disable=None):
         try:
             restore_file(src, dst, runner, side_by_side=args.side_by_side)
             done += 1
         except Exception as e:  # one bad file must not stop the batch; all are listed at the end
             failures.append(str(e) if str(src) in str(e) else f"{src}: {type(e).__name__}: {e}")
             tqdm.write(f"ast-restore: failed: {failures[-1]}", file=sys.stderr)
+    return summarize(done, skipped, failures, outdir)
+
+
+def plan_outputs(inputs, outdir, force: bool, exists=None):
+    """(jobs, skipped, failures): the (source, output) pairs to restore (an output is ``outdir/<stem>.png``;
+    ``outdir`` a Path, or a URI string joined with "/"), the outputs that exist and are kept without
+    ``force`` (``exists`` tests a path, default Path.exists), and the sources whose output is taken."""
+    exists = exists or (lambda dst: Path(dst).exists())
+    jobs, skipped, failures, claimed = [], [], [], {}
+    for src in inputs:
+        name = f"{src.stem}.png"
+        dst = outdir / name if isinstance(outdir, Path) else f"{outdir.rstrip('/')}/{name}"
+        if dst in claimed:
+            failures.append(f"{src}: its output {dst} is already taken by {claimed[dst]}; rename one of them")
+            continue
+        claimed[dst] = src
+        if exists(dst) and not force:
+            skipped.append(dst)
+            continue
+        jobs.append((src, dst))
+    return jobs, skipped, failures
+
+
+def summarize(done: int, skipped: list, failures: list[str], outdir) -> int:
+    """Print the closing summary; the exit code (1 when an input failed)."""
     print(f"restored {done} image(s) into {outdir}"
           + (f", skipped {len(skipped)} that exist (--force overwrites)" if skipped else "")
           + (f", {len(failures)} failed:" if failures else ""), file=sys.stderr if failures else sys.stdout)
