@@ -39,7 +39,9 @@ def open_runner(source, args: argparse.Namespace):
     from ..engines.target import TensorRTNotInstalled
     from ..runner import Runner
 
-    if not Path(source).exists():
+    from ..backends.triton_client import is_server_url
+
+    if not is_server_url(source) and not Path(source).exists():
         raise UsageError(f"{source}: no such file")
     config = load_config(args.config)
     try:
