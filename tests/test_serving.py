@@ -243,13 +243,20 @@ def served(server_env, demo_onnx, tmp_path_factory):
     root = tmp_path_factory.mktemp("served")
     repo = root / "repo"
     write_repository(demo_onnx, repo, name="derain", backend="python", front_instances=4)
-    process, ports = start_cli_server(repo, root / "tritonserver.log")
+    log = root / "tritonserver.log"
+    process, ports = start_cli_server(repo, log)
     try:
         yield {"http": f"http://127.0.0.1:{ports['http']}", "grpc": f"grpc://127.0.0.1:{ports['grpc']}",
                "ports": ports, "process": process, "repo": repo}
     finally:
+        import gc
+
+        gc.collect()  # Runners the CLIs opened in-process: their connections close with them
+        started = time.monotonic()
         code, err = stop_cli_server(process)
+        print(f"server stopped in {time.monotonic() - started:.1f} s")
         assert code == 143, err
+        assert "Exit timeout expired" not in log.read_text()  # models unloaded, stubs ended gracefully
         assert not server_processes(repo)
         assert not our_shm_files(process.pid)
 
@@ -264,6 +271,7 @@ def test_served_photos_equal_the_local_runner(served, local, kind):
         assert np.abs(got.astype(int) - want.astype(int)).max() <= 1  # equal within 1/255
     x = photos(1)[0].transpose(2, 0, 1).astype(np.float32) / 255  # float in, float out, not clipped
     np.testing.assert_allclose(runner(x), local(x), atol=1e-5)
+    runner.backend.close()
 
 
 def test_image_input_gives_image_output(served, local):
@@ -277,6 +285,7 @@ def test_image_input_gives_image_output(served, local):
         got = result.as_numpy("OUTPUT_IMAGE")
         assert got.dtype == np.uint8 and got.shape == photo.shape
         assert np.abs(got.astype(int) - local(photo).astype(int)).max() <= 1
+    client.close()
 
 
 def test_served_tiles_follow_the_plan_sent(served, demo_onnx):
@@ -285,6 +294,7 @@ def test_served_tiles_follow_the_plan_sent(served, demo_onnx):
     remote = Runner(f"{served['grpc']}/derain", protocol="tiles:128:32")
     want = Runner(str(demo_onnx), protocol="tiles:128:32")(image)
     assert np.abs(remote(image).astype(int) - want.astype(int)).max() <= 1
+    remote.backend.close()
 
 
 def core_stats(port: int) -> tuple[int, int]:
@@ -313,6 +323,7 @@ def test_concurrent_requests_are_batched_by_the_core(served, local):
     assert not errors, errors
     for image, result in zip(images, results):
         assert np.abs(result.astype(int) - local(image).astype(int)).max() <= 1
+    runner.backend.close()
     inferences, executions = core_stats(served["ports"]["http"])
     inferences, executions = inferences - inferences0, executions - executions0
     assert inferences == 16  # one core inference per photo (square-pad: one padded image each)
@@ -353,6 +364,7 @@ def test_malformed_requests_get_errors_and_the_server_keeps_serving(served, loca
     photo = photos(4)[1]
     got = request(IMAGE=(photo, "UINT8")).as_numpy("OUTPUT_IMAGE")
     assert np.abs(got.astype(int) - local(photo).astype(int)).max() <= 1
+    client.close()
 
 
 def test_restore_and_check_through_the_server(served, local, tmp_path, capsys):

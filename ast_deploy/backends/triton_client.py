@@ -69,14 +69,18 @@ class TritonClientBackend(Backend):
         self.timeout = timeout
         self._module = _client_module(self.protocol_kind)
         self._local = threading.local()
+        self._clients, self._lock = [], threading.Lock()
         self.scheme_ssl = url.lower().startswith("https://")
         client = self._client()
         try:
             ready = client.is_model_ready(self.model, self.version)
         except Exception as e:  # connection refused, DNS, TLS: InferenceServerException or OSError
+            self.close()
             raise BackendError(f"{url}: cannot reach the server at {self.address}: {e}") from None
         if not ready:
-            raise BackendError(f"{url}: the server has no ready model {self.model!r}{self._served_list(client)}")
+            served = self._served_list(client)
+            self.close()  # an open keep-alive connection would hold the server's shutdown
+            raise BackendError(f"{url}: the server has no ready model {self.model!r}{served}")
         config = client.get_model_config(self.model, self.version)
         if self.protocol_kind == "grpc":
             from google.protobuf import json_format
@@ -117,6 +121,8 @@ class TritonClientBackend(Backend):
                 options.update(connection_timeout=self.timeout, network_timeout=self.timeout)
             client = self._module.InferenceServerClient(url=self.address, **options)
             self._local.client = client
+            with self._lock:
+                self._clients.append(client)
         return client
 
     def check_batch(self, shape) -> None:
@@ -148,10 +154,20 @@ class TritonClientBackend(Backend):
         return np.stack([self.infer_image(image, str(plan)) for image in batch])
 
     def close(self) -> None:
-        client = getattr(self._local, "client", None)
-        if client is not None:
-            client.close()
-            self._local.client = None
+        """Close the connections of all threads (an idle keep-alive connection makes the server wait
+        up to its exit timeout when it stops)."""
+        with self._lock:
+            clients, self._clients = self._clients, []
+        for client in clients:
+            try:
+                client.close()
+            except Exception:
+                pass
+        self._local = threading.local()
+
+    def __del__(self):
+        if getattr(self, "_clients", None):
+            self.close()
 
 
 def open_server_backend(url: str, **options) -> TritonClientBackend:
