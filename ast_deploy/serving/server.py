@@ -134,13 +134,32 @@ class TritonServer:
             return ""
         return "".join(text.splitlines(keepends=True)[-lines:])
 
+    def log_errors(self, limit: int = 10) -> str:
+        """The server's error lines (``E<date> ...``) that say something: a model that failed to load."""
+        import re
+
+        try:
+            lines = self.log_path.read_text(errors="replace").splitlines()
+        except (OSError, AttributeError):
+            return ""
+        errors = [line for line in lines if re.match(r"E\d{4} ", line) and "CudaDriverHelper" not in line]
+        return "\n".join(errors[-limit:])
+
+    def _failure(self, what: str) -> str:
+        errors = self.log_errors()
+        detail = f"its errors:\n{errors}" if errors else f"the end of its log:\n{self.log_tail()}"
+        if "unable to find backend library" in errors:
+            detail += ("\n(this server lacks that backend; the one bundled in nvidia-pytriton has the Python backend "
+                       "only: write the repository with ast-serve repo --backend python, or use an NGC container)")
+        return f"{what}; full log: {self.log_path}; {detail}"
+
     def wait_ready(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
         url = f"http://{self.connect_host}:{self.http_port}/v2/health/ready"
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise ServerError(f"tritonserver exited with code {self.process.returncode} before it was ready; "
-                                  f"the end of its log ({self.log_path}):\n{self.log_tail()}")
+                raise ServerError(self._failure(f"tritonserver exited with code {self.process.returncode} "
+                                                "before it was ready"))
             try:
                 with urllib.request.urlopen(url, timeout=2) as response:
                     if response.status == 200:
@@ -148,8 +167,7 @@ class TritonServer:
             except OSError:
                 pass
             time.sleep(0.25)
-        raise ServerError(f"tritonserver was not ready within {timeout:.0f} s; the end of its log ({self.log_path}):\n"
-                          f"{self.log_tail()}")
+        raise ServerError(self._failure(f"tritonserver was not ready within {timeout:.0f} s"))
 
     def alive(self) -> bool:
         return self.process is not None and self.process.poll() is None
