@@ -170,6 +170,22 @@ def test_repository_refuses_bad_requests_and_never_half_writes(demo_onnx, tmp_pa
     assert "pad:128" in (out / "derain" / "config.pbtxt").read_text()
 
 
+def test_server_urls_are_recognised_and_checked():
+    from ast_deploy.backends.triton_client import is_server_url, parse_server_url
+
+    assert parse_server_url("http://127.0.0.1:8000/derain") == ("http", "127.0.0.1:8000", "derain", "")
+    assert parse_server_url("grpc://server/derain/2") == ("grpc", "server:8001", "derain", "2")
+    assert parse_server_url("https://[::1]/m") == ("http", "[::1]:443", "m", "")
+    assert is_server_url("grpc://h:1/m") and not is_server_url("models/derain.onnx") and not is_server_url(None)
+    for bad in ("http://127.0.0.1:8000", "http://127.0.0.1:8000/a/b/c", "grpc:///derain"):
+        with pytest.raises(ValueError, match="expected"):
+            parse_server_url(bad)
+    from ast_deploy.backends import BackendError
+
+    with pytest.raises(BackendError, match="cannot reach"):  # nothing listens there
+        Runner(f"http://127.0.0.1:{free_port()}/derain")
+
+
 # ---------------------------------------------------------------- a real server
 
 @pytest.fixture(scope="module")

@@ -156,7 +156,8 @@ def ensure_server_env(root: str | os.PathLike | None = None, *, rebuild: bool = 
         stamp_path = root / STAMP
         stamp = json.loads(stamp_path.read_text()) if stamp_path.is_file() else {}
         fresh = (not rebuild and stamp.get("complete") and stamp.get("requirements") == REQUIREMENTS
-                 and stamp.get("layout") == LAYOUT_VERSION and (root / "bin" / "python").exists())
+                 and stamp.get("layout") == LAYOUT_VERSION and stamp.get("python") == sys.version.split()[0]
+                 and stamp.get("base_prefix") == sys.base_prefix and (root / "bin" / "python").exists())
         if fresh:
             env = _describe(root)
             if sync_project(env):
@@ -183,7 +184,7 @@ def ensure_server_env(root: str | os.PathLike | None = None, *, rebuild: bool = 
             raise e if isinstance(e, ServerEnvError) else ServerEnvError(f"making {root} failed: {e}") from e
         seconds = time.monotonic() - start
         stamp = {"complete": True, "layout": LAYOUT_VERSION, "requirements": REQUIREMENTS,
-                 "python": sys.version.split()[0], "project_hash": source_hash(),
+                 "python": sys.version.split()[0], "base_prefix": sys.base_prefix, "project_hash": source_hash(),
                  "build_seconds": round(seconds, 1), "built_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
         stamp_path.write_text(json.dumps(stamp, indent=2))
         say(f"ast-serve: server environment ready in {seconds:.0f} s")
