@@ -26,7 +26,8 @@ class Runner:
                  max_batch: int | None = None):
         self.backend = open_backend(source, device, task=task, config=config, kernels=kernels, max_batch=max_batch)
         if protocol is None:
-            protocol = get_task(task).protocol if task else f"pad:{self.backend.size_multiple}"
+            protocol = get_task(task).protocol if task else (getattr(self.backend, "default_protocol", None)
+                                                             or f"pad:{self.backend.size_multiple}")
         self.protocol = parse_protocol(protocol)
         self.protocol.check(self.backend.size_multiple)
 
@@ -45,7 +46,10 @@ class Runner:
         if x.ndim != 4 or x.shape[1] != 3:
             raise ValueError(f"expected a [B, 3, H, W] batch, got shape {x.shape}")
         h, w = x.shape[2:]
-        return self.protocol_for(h, w, protocol).run(np.ascontiguousarray(x, dtype=np.float32), self._infer)
+        plan = self.protocol_for(h, w, protocol)
+        if getattr(self.backend, "applies_protocol", False):  # a server: it runs the plan on whole images
+            return self.backend.run_protocol(np.ascontiguousarray(x, dtype=np.float32), plan)
+        return plan.run(np.ascontiguousarray(x, dtype=np.float32), self._infer)
 
     def __call__(self, x):
         """Restore an image or a batch, returned as the same kind it came as:

@@ -19,6 +19,8 @@ def parser() -> argparse.ArgumentParser:
     source.add_argument("--engine", help="TensorRT engine (.plan / .engine)")
     source.add_argument("--onnx", help="ONNX model")
     source.add_argument("--weights", help="PyTorch checkpoint (with --task or --config)")
+    source.add_argument("--server", metavar="URL", help="a model served by Triton Inference Server: "
+                        "http://HOST:8000/NAME or grpc://HOST:8001/NAME (ast-serve)")
     add_model_options(p)
     p.add_argument("--side-by-side", action="store_true", help="write input and result next to each other")
     p.add_argument("--force", action="store_true", help="overwrite existing outputs (default: skip them)")
@@ -49,7 +51,7 @@ def main(argv=None) -> int:
 
         return run_cli(args, *expand_inputs(args.inputs, READABLE_SUFFIXES))
     try:
-        runner = open_runner(args.engine or args.onnx or args.weights, args)
+        runner = open_runner(args.engine or args.onnx or args.weights or args.server, args)
     except UsageError as e:
         print(f"ast-restore: error: {e}", file=sys.stderr)
         return 2
