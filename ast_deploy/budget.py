@@ -312,6 +312,18 @@ def probe(backend, sizes: list[tuple[int, int]] | None = None) -> list[tuple[int
     rng = np.random.default_rng(0)
     h0, w0 = sizes[0]
     backend.infer(rng.random((1, 3, h0, w0), dtype=np.float32))  # one-time allocations stay out of it
+    device = getattr(backend, "device", None)
+    if getattr(device, "type", None) == "cuda":  # a PyTorch module on a GPU: its allocator's peak
+        import torch
+
+        points = []
+        for h, w in sizes:
+            torch.cuda.synchronize(device)
+            before = torch.cuda.memory_allocated(device)
+            torch.cuda.reset_peak_memory_stats(device)
+            backend.infer(rng.random((1, 3, h, w), dtype=np.float32))
+            points.append((h * w, max(0, torch.cuda.max_memory_allocated(device) - before)))
+        return points
     points = []
     for h, w in sizes:
         x = rng.random((1, 3, h, w), dtype=np.float32)

@@ -161,15 +161,26 @@ def make_plan(h: int, w: int, protocol: Protocol, limits: Limits | Iterable[Limi
             raise ValueError(f"no tile size fits every backend ({_range_text(limits)})")
         choice, reason = (t_h, t_w, 1), "budget (smallest tile; over budget)"
     t_h, t_w, batch = choice
+    overlap = min(default_overlap(min(t_h, t_w)), min(t_h, t_w) - 1)
+    if h > t_h or w > t_w:
+        # as few tiles as the chosen size needs, each shrunk to cover the image evenly: less padding
+        # and less overlap computed twice (tiles then need not be square)
+        b_h, b_w = _balanced(h, t_h, overlap, size_multiple), _balanced(w, t_w, overlap, size_multiple)
+        if _joint_batch(limits, b_h, b_w) >= batch:
+            t_h, t_w, batch = b_h, b_w, _joint_batch(limits, b_h, b_w)
     if not all(lim.takes(need_h, need_w) for lim in limits):
         reason = "profile" if all(lim.pixels() == math.inf for lim in limits) else "budget and profile"
-    overlap = min(default_overlap(min(t_h, t_w)), min(t_h, t_w) - 1)
     if h <= t_h and w <= t_w:
         overlap = 0  # one tile covers the image
-    elif isinstance(protocol, Tiles):
-        overlap = min(max(overlap, protocol.overlap * min(t_h, t_w) // min(protocol.tile_h, protocol.tile_w)),
-                      min(t_h, t_w) - 1)
     return Plan(Tiles(t_h, t_w, overlap, "feather"), batch, tiled_to_fit=True, reason=reason)
+
+
+def _balanced(length: int, tile: int, overlap: int, multiple: int) -> int:
+    """The smallest multiple of ``multiple`` (<= tile) whose tiles cover ``length`` in as few tiles as ``tile`` does."""
+    if length <= tile:
+        return tile
+    n = math.ceil((length - overlap) / (tile - overlap))
+    return min(tile, max(multiple, _next_multiple(math.ceil((length + (n - 1) * overlap) / n), multiple)))
 
 
 def _range_text(limits) -> str:

@@ -12,11 +12,11 @@ class TorchBackend:
     name = "pytorch"
     shape_range = None  # any size that is a multiple of size_multiple
 
-    def __init__(self, model: torch.nn.Module, device: str | torch.device = "cpu", max_batch: int = 4):
+    def __init__(self, model: torch.nn.Module, device: str | torch.device = "cpu", max_batch: int | None = None):
         self.device = torch.device(device)
         self.model = model.eval().to(self.device)
         self.size_multiple = model.size_multiple
-        self.max_batch = max_batch
+        self.max_batch = max_batch  # None: the memory budget decides (ast_deploy.planning)
 
     def infer(self, batch: np.ndarray) -> np.ndarray:
         with torch.inference_mode():

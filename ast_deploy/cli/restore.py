@@ -30,6 +30,9 @@ def main(argv=None) -> int:
 
     from ..images import READABLE_SUFFIXES, restore_file
 
+    from ..progress import TileProgress
+
+    args.tile_progress = TileProgress("tiles")
     try:
         runner = open_runner(args.engine or args.onnx or args.weights, args)
     except UsageError as e:
@@ -53,6 +56,8 @@ def main(argv=None) -> int:
         except Exception as e:  # one bad file must not stop the batch; all are listed at the end
             failures.append(str(e) if str(src) in str(e) else f"{src}: {type(e).__name__}: {e}")
             tqdm.write(f"ast-restore: failed: {failures[-1]}", file=sys.stderr)
+    if runner.tiling_note():
+        print(f"ast-restore: {runner.tiling_note()}", file=sys.stderr)
     print(f"restored {done} image(s) into {outdir}"
           + (f", skipped {len(skipped)} that exist (--force overwrites)" if skipped else "")
           + (f", {len(failures)} failed:" if failures else ""), file=sys.stderr if failures else sys.stdout)
