@@ -31,10 +31,6 @@ def parser() -> argparse.ArgumentParser:
     ray.add_argument("--workers", type=int, metavar="N", help="actors holding a model (default: one per "
                      "--gpus-per-worker GPUs, else one per CPU but one)")
     ray.add_argument("--gpus-per-worker", type=float, default=0, metavar="G", help="GPUs per actor (default 0)")
-    try:  # the memory budget may already be a model option
-        p.add_argument("--max-memory", metavar="SIZE", help="memory budget per process (per Ray worker), e.g. 4G")
-    except argparse.ArgumentError:
-        pass
     return p
 
 
@@ -50,6 +46,9 @@ def main(argv=None) -> int:
         from ..scale import run_cli
 
         return run_cli(args, *expand_inputs(args.inputs, READABLE_SUFFIXES))
+    from ..progress import TileProgress
+
+    args.tile_progress = TileProgress("tiles")
     try:
         runner = open_runner(args.engine or args.onnx or args.weights or args.server, args)
     except UsageError as e:
@@ -66,6 +65,8 @@ def main(argv=None) -> int:
         except Exception as e:  # one bad file must not stop the batch; all are listed at the end
             failures.append(str(e) if str(src) in str(e) else f"{src}: {type(e).__name__}: {e}")
             tqdm.write(f"ast-restore: failed: {failures[-1]}", file=sys.stderr)
+    if runner.tiling_note():
+        print(f"ast-restore: {runner.tiling_note()}", file=sys.stderr)
     return summarize(done, skipped, failures, outdir)
 
 
