@@ -96,7 +96,7 @@ def cmd_peak(a) -> list[dict]:
 
 
 def _rainy_photo(name: str):
-    from ast_deploy.demo.images import load_photo
+    from ast_deploy.demo.photos import load_photo
     from ast_deploy.demo.rain import add_rain
 
     rainy, _ = add_rain(load_photo(name), 5)

@@ -172,7 +172,7 @@ def test_tiled_demo_model_matches_the_whole_image():
     """Demo weights on a rainy photograph: tiles at the default overlap against one whole run."""
     from ast_deploy import Runner
     from ast_deploy.demo import build_demo_model
-    from ast_deploy.demo.images import load_photo
+    from ast_deploy.demo.photos import load_photo
     from ast_deploy.demo.rain import add_rain
 
     rainy, _ = add_rain(load_photo("coffee")[:384, :576], 5)
