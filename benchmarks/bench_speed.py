@@ -108,6 +108,7 @@ def main(argv=None) -> int:
     p.add_argument("--sizes", default="256,512", help="comma-separated square sides (multiples of 128)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--runs", type=int, default=3)
+    p.add_argument("--no-warmup", action="store_true", help="skip the untimed first run of each (reduced setting)")
     p.add_argument("--placement", default="ort", help="quantize_int8 placement for the INT8 export (default: ort)")
     p.add_argument("--calib-images", type=int, default=4, help="calibration images for INT8 (demo set)")
     p.add_argument("--fp32", type=Path, help="existing FP32 export of the seed-0 AST-B (skips the export)")
@@ -176,9 +177,15 @@ def main(argv=None) -> int:
             return run
 
         fns = {k: runner(k) for k in sessions}
-        outs = {k: fn() for k, fn in fns.items()}  # warm-up
         times = {k: [] for k in fns}
-        for _ in range(args.runs):
+        outs = {}
+        for k, fn in fns.items():  # warm-up (or, with --no-warmup, the first timed run)
+            start = time.perf_counter()
+            outs[k] = fn()
+            if args.no_warmup:
+                times[k].append(time.perf_counter() - start)
+        runs = args.runs - 1 if args.no_warmup else args.runs
+        for _ in range(runs):
             for k, fn in fns.items():
                 times[k].append(_timed(fn))
         med = {k: statistics.median(v) for k, v in times.items()}
@@ -199,7 +206,7 @@ def main(argv=None) -> int:
 
     has8 = "int8" in sessions
     print(f"AST-B (random weights, seed 0), {args.threads} threads for PyTorch {torch.__version__} and onnxruntime, "
-          f"median of {args.runs} interleaved runs; {os.cpu_count()} CPUs, load average {load0:.1f} at start, "
+          f"median of {args.runs} interleaved runs" + (" (no warm-up)" if args.no_warmup else "") + "; {os.cpu_count()} CPUs, load average {load0:.1f} at start, "
           f"{load1:.1f} at end")
     print(f"GEMM floor: 2048^3 float32 matmul at {rate / 1e9:.0f} GFLOP/s; AST-B {macs_small / 1e9:.1f} GMAC "
           f"at {min(sizes)}x{min(sizes)}" + (f"; INT8 placement {args.placement!r}" if has8 else ""))
