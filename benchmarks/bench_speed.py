@@ -206,7 +206,7 @@ def main(argv=None) -> int:
 
     has8 = "int8" in sessions
     print(f"AST-B (random weights, seed 0), {args.threads} threads for PyTorch {torch.__version__} and onnxruntime, "
-          f"median of {args.runs} interleaved runs" + (" (no warm-up)" if args.no_warmup else "") + "; {os.cpu_count()} CPUs, load average {load0:.1f} at start, "
+          f"median of {args.runs} interleaved runs" + (" (no warm-up)" if args.no_warmup else "") + f"; {os.cpu_count()} CPUs, load average {load0:.1f} at start, "
           f"{load1:.1f} at end")
     print(f"GEMM floor: 2048^3 float32 matmul at {rate / 1e9:.0f} GFLOP/s; AST-B {macs_small / 1e9:.1f} GMAC "
           f"at {min(sizes)}x{min(sizes)}" + (f"; INT8 placement {args.placement!r}" if has8 else ""))
