@@ -438,3 +438,41 @@ def test_int8_tensorrt_placement_on_conv_and_matmul(tmp_path):
         for q in (act_q, w_q):
             assert init[q.input[2]].dtype == np.int8 and not init[q.input[2]].any()
     assert all(producer.get(o) is None or producer[o].op_type != "QuantizeLinear" for o in ("c", "mm"))
+
+
+def test_int8_ort_placement_runs_as_integer_matmul_in_onnxruntime(tmp_path):
+    """The "ort" placement: UINT8 activations, INT8 per-column MatMul weights, Conv left FP32; in
+    ONNX Runtime's optimized graph (saved by the session) every quantized MatMul has become
+    MatMulIntegerToFloat and no DequantizeLinear is left, and the output stays close to FP32."""
+    import onnxruntime as ort
+
+    from ast_deploy.precision.calibration import CalibrationSet
+    from ast_deploy.precision.int8 import quantize_int8
+
+    rng = np.random.default_rng(3)
+    src = _conv_matmul_model(tmp_path / "m.onnx")
+    batches = tuple(rng.random((1, 3, 16, 16), dtype=np.float32) for _ in range(2))
+    calib = CalibrationSet(tmp_path, (tmp_path / "a.png", tmp_path / "b.png"), batches, f"o-{rng.random()}")
+    out = tmp_path / "q.onnx"
+    report = quantize_int8(src, out, calib, placement="ort", use_cache=False)
+    assert report["placement"] == "ort" and report["quantized_nodes"] == 1 and report["op_types"] == ["MatMul", "Gemm"]
+    model = onnx.load(str(out))
+    init = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    producer = {o: n for n in model.graph.node for o in n.output}
+    (conv,) = [n for n in model.graph.node if n.op_type == "Conv"]
+    assert conv.input[1] == "w" and conv.input[0] == "x"  # the convolution stays FP32
+    (mm,) = [n for n in model.graph.node if n.op_type == "MatMul"]
+    act_dq, w_dq = producer[mm.input[0]], producer[mm.input[1]]
+    assert init[producer[act_dq.input[0]].input[2]].dtype == np.uint8
+    assert init[w_dq.input[0]].dtype == np.int8 and init[w_dq.input[1]].size == 16  # per column
+
+    options = ort.SessionOptions()
+    options.optimized_model_filepath = str(tmp_path / "optimized.onnx")
+    session = ort.InferenceSession(str(out), options, providers=["CPUExecutionProvider"])
+    ops = [n.op_type for n in onnx.load(str(tmp_path / "optimized.onnx")).graph.node]
+    assert "MatMulIntegerToFloat" in ops and "DequantizeLinear" not in ops and "MatMul" not in ops
+    reference = ort.InferenceSession(str(src), providers=["CPUExecutionProvider"])
+    x = batches[0]
+    y, y32 = session.run(None, {"x": x})[0], reference.run(None, {"x": x})[0]
+    snr = 10 * np.log10(np.mean(y32 ** 2) / np.mean((y - y32) ** 2))
+    assert snr > 30, snr

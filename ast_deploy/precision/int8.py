@@ -12,6 +12,20 @@ both inputs are 2-D and AST's MatMuls are batched 3-D x 2-D. This is also how NV
 Optimizer configures onnxruntime for TensorRT (``AddQDQPairToWeight``, Conv axis 0), except that
 ModelOpt leaves MatMul weights on onnxruntime's per-channel default (axis 1).
 
+Placement ``"ort"`` is the one ONNX Runtime's CPU provider runs fastest (measured with
+``benchmarks/bench_speed.py``; the pattern check is ``tests/test_precision.py``): ONNX Runtime
+1.32 fuses DequantizeLinear -> MatMul into its integer ``MatMulIntegerToFloat`` kernel for every
+MatMul only when the activation is UINT8 (asymmetric, zero point from the calibrated range) and the
+weight an INT8 initializer (symmetric, per column: axis 1); with INT8 activations (TensorRT's
+choice) it fuses about a third of AST's MatMuls and runs the others as DequantizeLinear + float
+MatMul, which is why the TensorRT placement is no faster than FP32 on a CPU. Convolutions stay FP32
+under ``"ort"``: without a QuantizeLinear on their output ONNX Runtime has no integer Conv to fuse
+into, and DequantizeLinear + float Conv only costs time. Where it differs from ``"tensorrt"``:
+UINT8 asymmetric activations (TensorRT takes INT8 with zero point 0 only), per-column MatMul weights
+(TensorRT: per-tensor), INT8 weight initializers (TensorRT: FP32 weights behind Q/DQ), no Conv Q/DQ.
+A TensorRT engine is built from a ``"tensorrt"`` export, an ONNX Runtime CPU deployment from an
+``"ort"`` one.
+
 Placement ``"ort-per-channel"`` is the earlier scheme (INT8 weight initializers, per-channel along
 axis 1 for MatMul), kept for comparison: ``benchmarks/bench_int8_placement.py`` measures both.
 
@@ -38,8 +52,16 @@ from .ranges import load_model, ort_session
 WEIGHTED_OP_TYPES = ("Conv", "ConvTranspose", "MatMul", "Gemm")
 # The axis of a weight that indexes output channels: [K, C, R, S] for Conv, [C, K, R, S] for ConvTranspose.
 OUTPUT_CHANNEL_AXIS = {"Conv": 0, "ConvTranspose": 1}
-PLACEMENTS = ("tensorrt", "ort-per-channel")
+PLACEMENTS = ("tensorrt", "ort", "ort-per-channel")
+ORT_OP_TYPES = ("MatMul", "Gemm")  # what the "ort" placement quantizes
 DEFAULT_PLACEMENT = "tensorrt"
+SCHEMES = {
+    "tensorrt": ("INT8 symmetric, Q/DQ on weighted-op inputs only, FP32 weights behind Q/DQ pairs, per-channel "
+                 "Conv/ConvTranspose weights (output-channel axis), per-tensor MatMul/Gemm weights"),
+    "ort": ("UINT8 asymmetric activations, INT8 symmetric per-column MatMul/Gemm weights (initializers), Q/DQ on "
+            "MatMul/Gemm inputs only, convolutions FP32 (ONNX Runtime CPU's MatMulIntegerToFloat pattern)"),
+    "ort-per-channel": "INT8 symmetric, Q/DQ on weighted-op inputs only, INT8 per-channel weights (MatMul axis 1)",
+}
 DEFAULT_MIN_PSNR = 30.0  # vs the FP32 model, worst validation image
 
 
@@ -125,7 +147,8 @@ def _quantize_static(model_path, out_path, calib, nodes, exclude, op_types, cach
 
     if placement not in PLACEMENTS:
         raise ValueError(f"INT8 placement must be one of {', '.join(PLACEMENTS)}, not {placement!r}")
-    options = dict(ActivationSymmetric=True, WeightSymmetric=True, QuantizeBias=False, MatMulConstBOnly=True,
+    symmetric_activations = placement != "ort"
+    options = dict(ActivationSymmetric=symmetric_activations, WeightSymmetric=True, QuantizeBias=False, MatMulConstBOnly=True,
                    DedicatedQDQPair=False, OpTypesToExcludeOutputQuantization=list(op_types))
     if placement == "tensorrt":
         per_tensor = {n.input[1]: [{"symmetric": True}] for n in quantizable_nodes(model, op_types)
@@ -134,10 +157,11 @@ def _quantize_static(model_path, out_path, calib, nodes, exclude, op_types, cach
                        TensorQuantOverrides=per_tensor)
     else:
         options.update(QDQOpTypePerChannelSupportToAxis={"MatMul": 1, "Gemm": 0, **OUTPUT_CHANNEL_AXIS})
+    activation_type = QuantType.QUInt8 if placement == "ort" else QuantType.QInt8
     quantize_static(
         str(model_path), str(out_path), _Reader(model.graph.input[0].name, calib),
         quant_format=QuantFormat.QDQ, op_types_to_quantize=list(op_types), per_channel=True,
-        activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
+        activation_type=activation_type, weight_type=QuantType.QInt8,
         nodes_to_quantize=nodes, nodes_to_exclude=list(exclude), calibrate_method=CalibrationMethod.MinMax,
         calibration_cache_path=str(cache_path), extra_options=options,
     )
@@ -197,9 +221,13 @@ def quantize_int8(onnx_in, onnx_out, calib: CalibrationSet, *, validate=None, mi
     are excluded (1, 2, 4, ... up to ``max_excluded``, default a quarter of the weighted nodes)."""
     from .validate import compare_models, run
 
+    if placement not in PLACEMENTS:
+        raise ValueError(f"INT8 placement must be one of {', '.join(PLACEMENTS)}, not {placement!r}")
+    if placement == "ort":
+        op_types = tuple(t for t in op_types if t in ORT_OP_TYPES)
     model = load_model(onnx_in)
     candidates = quantizable_nodes(model, op_types)
-    key = f"{model_hash(model)}-{calib.key}-{'-'.join(op_types)}-minmax-sym"
+    key = f"{model_hash(model)}-{calib.key}-{'-'.join(op_types)}-minmax" + ("" if placement == "ort" else "-sym")
     cache_path = cache_dir() / f"int8-{key}.json"
     if not use_cache and cache_path.exists():
         cache_path.unlink()
@@ -235,9 +263,7 @@ def quantize_int8(onnx_in, onnx_out, calib: CalibrationSet, *, validate=None, mi
     quantized_count = len(_quantized_consumers(quantized, op_types))
     report = dict(
         output=str(out), placement=placement,
-        scheme=("INT8 symmetric, Q/DQ on weighted-op inputs only, FP32 weights behind Q/DQ pairs, per-channel "
-                "Conv/ConvTranspose weights (output-channel axis), per-tensor MatMul/Gemm weights" if placement == "tensorrt" else
-                "INT8 symmetric, Q/DQ on weighted-op inputs only, INT8 per-channel weights (MatMul axis 1)"),
+        scheme=SCHEMES[placement],
         op_types=list(op_types), weighted_nodes=len(candidates), quantized_nodes=quantized_count,
         qdq_nodes=q_nodes, calibration=dict(folder=str(calib.folder), images=len(calib), key=calib.key,
                                             cache=str(cache_path)),
