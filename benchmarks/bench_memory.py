@@ -95,46 +95,56 @@ def cmd_peak(a) -> list[dict]:
     return rows
 
 
-def _rainy_photo(name: str):
+def _rainy_photo(name: str, scale: int = 1):
     from ast_deploy.demo.photos import load_photo
     from ast_deploy.demo.rain import add_rain
 
-    rainy, _ = add_rain(load_photo(name), 5)
+    photo = load_photo(name)
+    if scale > 1:  # a larger photograph: the picture upsampled, rain rendered at the new size
+        photo = np.repeat(np.repeat(photo, scale, axis=0), scale, axis=1)
+    rainy, _ = add_rain(photo, 5)
     return np.ascontiguousarray(rainy.transpose(2, 0, 1)[None], dtype=np.float32)
 
 
 def cmd_tiles(a) -> list[dict]:
+    """Whole image against tiles: forced SIZE:OVERLAP tiles for each overlap, then the plan the
+    budget --max-memory makes (its default overlap, tiles balanced over the photo)."""
     from ast_deploy import Runner
+    from ast_deploy.planning import count_tiles
 
-    x = _rainy_photo(a.photo)
+    x = _rainy_photo(a.photo, a.scale)
     h, w = x.shape[2:]
     whole_runner = Runner(a.onnx, protocol=a.protocol, max_memory="unlimited")
     whole = whole_runner(x)
+    variants = [(f"--tile {a.tile}:{o}", dict(max_memory="unlimited", tile=f"{a.tile}:{o}"))
+                for o in [int(o) for o in a.overlaps.split(",") if o]]
+    if a.max_memory:
+        variants.append((f"--max-memory {a.max_memory}", dict(max_memory=a.max_memory)))
     rows = []
-    for overlap in [int(o) for o in a.overlaps.split(",")]:
-        tiled_runner = Runner(a.onnx, protocol=a.protocol, max_memory="unlimited", tile=f"{a.tile}:{overlap}")
+    for label, options in variants:
+        tiled_runner = Runner(a.onnx, protocol=a.protocol, **options)
         tiled = tiled_runner(x)
         t_whole, t_tiled = [], []
         for _ in range(a.repeats):  # interleaved, so load from other processes hits both alike
             s = time.perf_counter(); whole_runner(x); t_whole.append(time.perf_counter() - s)
             s = time.perf_counter(); tiled_runner(x); t_tiled.append(time.perf_counter() - s)
         mse = float(np.mean((tiled.astype(np.float64) - whole) ** 2))
-        from ast_deploy.planning import count_tiles
-
         plan = tiled_runner.plan_for(h, w)
-        rows.append({"photo": f"{a.photo} {h}x{w}", "whole": str(whole_runner.plan_for(h, w).protocol),
-                     "tiles": str(plan.protocol), "count": count_tiles(h, w, plan.protocol),
+        rows.append({"photo": f"{a.photo} x{a.scale} {h}x{w}", "run": label,
+                     "whole": str(whole_runner.plan_for(h, w).protocol), "tiles": str(plan.protocol),
+                     "count": count_tiles(h, w, plan.protocol) if plan.tiled else 1,
                      "psnr_db": 10 * np.log10(1 / mse) if mse else float("inf"),
                      "whole_s": statistics.median(t_whole), "tiled_s": statistics.median(t_tiled),
                      "ratio": statistics.median(t_tiled) / statistics.median(t_whole)})
+        print(markdown(rows[-1:]), file=sys.stderr, flush=True)
     return rows
 
 
 BUDGET_SCRIPT = r"""
-import json, resource, sys, time
+import json, os, resource, sys, time
 import numpy as np
 from ast_deploy import Runner
-from ast_deploy.budget import current_rss, release_memory
+from ast_deploy.budget import current_rss, peak_rss, release_memory
 onnx, max_memory, h, w = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
 runner = Runner(onnx, protocol="pad:128" if len(sys.argv) < 6 else sys.argv[5], max_memory=max_memory)
 runner.limits()
@@ -144,7 +154,9 @@ photo = (np.random.default_rng(0).random((h, w, 3)) * 255).astype(np.uint8)
 start = time.perf_counter()
 runner(photo)
 seconds = time.perf_counter() - start
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+# the peak of this process's own address space: VmHWM (ru_maxrss also counts, on Linux, the
+# resident size of the process that forked it at the moment of exec: a large pytest parent)
+peak = peak_rss() if os.path.exists("/proc/self/status") else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 print(json.dumps({"baseline": baseline, "peak": peak, "seconds": seconds, "note": runner.tiling_note(),
                   "budget": runner.budget, "plan": str(runner.plan_for(h, w).protocol)}))
 """
@@ -195,6 +207,8 @@ def main(argv=None) -> int:
     tiles.add_argument("--protocol", default="pad:64")
     tiles.add_argument("--tile", type=int, default=256)
     tiles.add_argument("--overlaps", default="16,32,64")
+    tiles.add_argument("--scale", type=int, default=1, help="upsample the photograph by this factor")
+    tiles.add_argument("--max-memory", help="also run the plan this budget makes")
     tiles.add_argument("--repeats", type=int, default=3)
     budget = sub.add_parser("budget")
     budget.add_argument("--onnx", required=True)

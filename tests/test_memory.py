@@ -215,26 +215,29 @@ def test_restore_rejects_bad_sizes(tmp_path, capsys):
 
 
 PEAK_SCRIPT = r"""
-import json, resource, sys
+import json, os, resource, sys
 import numpy as np
 from ast_deploy import Runner
-from ast_deploy.budget import current_rss, release_memory
+from ast_deploy.budget import current_rss, peak_rss, release_memory
 runner = Runner(sys.argv[1], protocol="pad:128", max_memory=sys.argv[2])
 runner.limits()  # the cost: measured by a probe the first time, read from the cache afterwards
 if sys.argv[3] == "probe":
     sys.exit(0)
 release_memory()
 baseline = current_rss()
-photo = np.random.default_rng(0).integers(0, 256, (1024, 1536, 3), dtype=np.uint8)
+photo = np.random.default_rng(0).integers(0, 256, (768, 1024, 3), dtype=np.uint8)
 out = runner(photo)
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+# the peak of this process's own address space: VmHWM (ru_maxrss also counts, on Linux, the
+# resident size of the process that forked it at the moment of exec: a large pytest parent)
+peak = peak_rss() if os.path.exists("/proc/self/status") else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 print(json.dumps({"baseline": baseline, "peak": peak, "note": runner.tiling_note(), "shape": list(out.shape)}))
 """
 
 
 def test_peak_memory_of_a_large_photo_stays_within_the_budget(tmp_path):
-    """A 1.5 MP photo whose whole run needs several GiB, under a 64 MiB budget, in its own process:
-    its peak (ru_maxrss) stays within baseline + budget + the photo's buffers + a margin."""
+    """A 0.8 MP photo whose whole run needs over 2 GiB, under a 64 MiB budget, in its own process:
+    its measured peak (VmHWM; ru_maxrss where /proc is absent) stays within baseline + budget +
+    the photo's buffers + a margin."""
     env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""),
            "AST_DEPLOY_CACHE": str(tmp_path / "cache")}
     # a first process measures the cost (its probe runs 256 x 256, beyond this budget) and caches it
@@ -244,7 +247,7 @@ def test_peak_memory_of_a_large_photo_stays_within_the_budget(tmp_path):
         assert result.returncode == 0, result.stderr
     assert json.loads((tmp_path / "cache" / "cost.json").read_text())
     data = json.loads(result.stdout.strip().splitlines()[-1])
-    assert data["shape"] == [1024, 1536, 3] and "ran as tiles" in data["note"]
-    photo_buffers = 2 * 1024 * 1536 * 3  # input and output pixels (uint8)
+    assert data["shape"] == [768, 1024, 3] and "ran as tiles" in data["note"]
+    photo_buffers = 2 * 768 * 1024 * 3  # input and output pixels (uint8)
     margin = 48 * MiB  # allocator slack, the probe's own peak, interpreter noise
     assert data["peak"] <= data["baseline"] + 64 * MiB + photo_buffers + margin, data
