@@ -127,9 +127,13 @@ def quantize(pixels: np.ndarray, bit_depth: int = 8) -> np.ndarray:
 
 def write_png(path: str | os.PathLike, pixels: np.ndarray, bit_depth: int = 8) -> Path:
     """Write an RGB PNG atomically (encoded in memory, then a temporary file renamed over ``path``)."""
+    return atomic_write(Path(path), encode_png(pixels, bit_depth))
+
+
+def encode_png(pixels: np.ndarray, bit_depth: int = 8) -> bytes:
+    """The PNG file ``write_png`` writes, as bytes (float pixels are quantized to ``bit_depth``)."""
     import png
 
-    path = Path(path)
     if np.issubdtype(pixels.dtype, np.floating):
         pixels = quantize(pixels, bit_depth)
     bit_depth = 16 if pixels.dtype == np.uint16 else 8
@@ -137,15 +141,20 @@ def write_png(path: str | os.PathLike, pixels: np.ndarray, bit_depth: int = 8) -
     encoded = io.BytesIO()
     png.Writer(width, height, greyscale=channels == 1, alpha=False, bitdepth=bit_depth).write(
         encoded, pixels.reshape(height, width * channels))
-    return atomic_write(path, encoded.getvalue())
+    return encoded.getvalue()
 
 
 def restore_file(src: str | os.PathLike, dst: str | os.PathLike, runner, side_by_side: bool = False) -> Path:
     """Restore one image file with ``runner`` and write the result as PNG (same bit depth as the
     source), atomically. ``side_by_side`` writes input and output next to each other."""
     image = read_image(src)
+    return write_png(dst, restore_image(image, runner, side_by_side), image.bit_depth)
+
+
+def restore_image(image: Image, runner, side_by_side: bool = False) -> np.ndarray:
+    """The HWC float pixels ``restore_file`` writes for a decoded ``image`` (not yet quantized)."""
     restored = runner(np.ascontiguousarray(image.pixels.transpose(2, 0, 1)))
     restored = np.asarray(restored).transpose(1, 2, 0)
     if side_by_side:
         restored = np.concatenate([image.pixels, restored], axis=1)
-    return write_png(dst, restored, image.bit_depth)
+    return restored

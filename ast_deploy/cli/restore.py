@@ -37,22 +37,40 @@ def main(argv=None) -> int:
         return 2
     inputs, failures = expand_inputs(args.inputs, READABLE_SUFFIXES)
     outdir = Path(args.out)
-    done, skipped, claimed = 0, [], {}
-    for src in tqdm(inputs, desc="restoring", unit="image", file=sys.stderr, disable=None):
-        dst = outdir / f"{src.stem}.png"
-        if dst in claimed:
-            failures.append(f"{src}: its output {dst} is already taken by {claimed[dst]}; rename one of them")
-            continue
-        claimed[dst] = src
-        if dst.exists() and not args.force:
-            skipped.append(dst)
-            continue
+    done, (jobs, skipped, clashes) = 0, plan_outputs(inputs, outdir, args.force)
+    failures += clashes
+    for src, dst in tqdm(jobs, desc="restoring", unit="image", file=sys.stderr, disable=None):
         try:
             restore_file(src, dst, runner, side_by_side=args.side_by_side)
             done += 1
         except Exception as e:  # one bad file must not stop the batch; all are listed at the end
             failures.append(str(e) if str(src) in str(e) else f"{src}: {type(e).__name__}: {e}")
             tqdm.write(f"ast-restore: failed: {failures[-1]}", file=sys.stderr)
+    return summarize(done, skipped, failures, outdir)
+
+
+def plan_outputs(inputs, outdir, force: bool, exists=None):
+    """(jobs, skipped, failures): the (source, output) pairs to restore (an output is ``outdir/<stem>.png``;
+    ``outdir`` a Path, or a URI string joined with "/"), the outputs that exist and are kept without
+    ``force`` (``exists`` tests a path, default Path.exists), and the sources whose output is taken."""
+    exists = exists or (lambda dst: Path(dst).exists())
+    jobs, skipped, failures, claimed = [], [], [], {}
+    for src in inputs:
+        name = f"{src.stem}.png"
+        dst = outdir / name if isinstance(outdir, Path) else f"{outdir.rstrip('/')}/{name}"
+        if dst in claimed:
+            failures.append(f"{src}: its output {dst} is already taken by {claimed[dst]}; rename one of them")
+            continue
+        claimed[dst] = src
+        if exists(dst) and not force:
+            skipped.append(dst)
+            continue
+        jobs.append((src, dst))
+    return jobs, skipped, failures
+
+
+def summarize(done: int, skipped: list, failures: list[str], outdir) -> int:
+    """Print the closing summary; the exit code (1 when an input failed)."""
     print(f"restored {done} image(s) into {outdir}"
           + (f", skipped {len(skipped)} that exist (--force overwrites)" if skipped else "")
           + (f", {len(failures)} failed:" if failures else ""), file=sys.stderr if failures else sys.stdout)
