@@ -58,7 +58,9 @@ class Backend(abc.ABC):
             raise ShapeError(f"{self.name}: expected a float32 batch [B, 3, H, W], got shape {tuple(shape)}")
         b, _, h, w = shape
         if h % self.size_multiple or w % self.size_multiple:
-            raise ShapeError(f"{self.name}: H and W must be multiples of {self.size_multiple}, got {h}x{w} "
+            source = getattr(self, "size_multiple_source", None)  # say where the number comes from
+            raise ShapeError(f"{self.name}: H and W must be multiples of {self.size_multiple}"
+                             + (f" ({source})" if source else "") + f", got {h}x{w} "
                              "(pad or tile the image first; ast_deploy.Runner does it)")
         if self.shape_range is not None and not shape_in_range((b, h, w), self.shape_range):
             raise ShapeError(f"{self.name}: batch of shape (B, H, W) = {(b, h, w)} is outside the range this "

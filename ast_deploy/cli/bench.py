@@ -8,7 +8,7 @@ import sys
 
 import numpy as np
 
-from .common import UsageError, add_model_options, open_runner
+from .common import UsageError, add_model_options, add_version, open_runner, tool_main
 
 
 def parser() -> argparse.ArgumentParser:
@@ -21,9 +21,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--runs", type=int, default=10, help="timed calls per source and size (default 10)")
     p.add_argument("--warmup", type=int, default=2, help="untimed calls first (default 2)")
     p.add_argument("--json", metavar="PATH", help="write the results as JSON")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress lines, only the table")
+    add_version(p)
     return p
 
 
+@tool_main("ast-bench")
 def main(argv=None) -> int:
     p = parser()
     args = p.parse_args(argv)
@@ -37,7 +40,10 @@ def main(argv=None) -> int:
         sizes = parse_sizes(args.sizes)
     except ValueError as e:
         p.error(f"--sizes: {e}")
+    from ..console import Progress
+
     rows = []
+    bar = Progress(total=len(args.sources) * len(sizes), desc="benchmarking", unit="run", quiet=args.quiet)
     for source in args.sources:
         try:
             runner = open_runner(source, args)
@@ -49,7 +55,8 @@ def main(argv=None) -> int:
             result = benchmark(runner, batch, runs=args.runs, warmup=args.warmup)
             rows.append({"source": str(source), "size": f"{h}x{w}", "protocol": str(runner.protocol),
                          "backend": getattr(runner.backend, "name", type(runner.backend).__name__), **result})
-            print(f"  {source} {h}x{w}: {result['mean_ms']:.1f} ms", file=sys.stderr)
+            bar.update(status=f"{source} {h}x{w}: {result['mean_ms']:.1f} ms")
+    bar.close()
     print(format_table(rows))
     if args.json:
         atomic_write(args.json, json.dumps(rows, indent=2) + "\n")

@@ -7,6 +7,7 @@ import logging
 import sys
 
 from ..engines.plugins import PLUGIN_MODES
+from .common import add_version, tool_main
 
 
 def parser() -> argparse.ArgumentParser:
@@ -28,9 +29,11 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--hardware-compat", action="store_true",
                    help="build an engine that runs on any Ampere or newer GPU (slower)")
     p.add_argument("--force", action="store_true", help="rebuild even if a cached engine matches")
+    add_version(p)
     return p
 
 
+@tool_main("ast-build")
 def main(argv=None) -> int:
     args = parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")

@@ -6,7 +6,10 @@ import argparse
 import sys
 from pathlib import Path
 
-from .common import UsageError, add_model_options, expand_inputs, open_runner
+from ..outputs import OutputError, plan_outputs
+from .common import UsageError, add_model_options, add_version, expand_inputs, open_runner, tool_main
+
+__all__ = ["main", "parser", "plan_outputs", "summarize"]  # plan_outputs lives in ast_deploy.outputs
 
 
 def parser() -> argparse.ArgumentParser:
@@ -20,53 +23,40 @@ def parser() -> argparse.ArgumentParser:
     source.add_argument("--weights", help="PyTorch checkpoint (with --task or --config)")
     add_model_options(p)
     p.add_argument("--side-by-side", action="store_true", help="write input and result next to each other")
-    p.add_argument("--force", action="store_true", help="overwrite existing outputs (default: skip them)")
+    p.add_argument("--force", action="store_true",
+                   help="overwrite existing outputs (default: skip them; an input is never overwritten), and run "
+                        "an ONNX exported for another --task")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress (failures and the summary are printed)")
+    add_version(p)
     return p
 
 
+@tool_main("ast-restore")
 def main(argv=None) -> int:
     args = parser().parse_args(argv)
-    from tqdm import tqdm
-
+    from ..console import Progress
     from ..images import READABLE_SUFFIXES, restore_file
 
-    try:
-        runner = open_runner(args.engine or args.onnx or args.weights, args)
-    except UsageError as e:
-        print(f"ast-restore: error: {e}", file=sys.stderr)
-        return 2
     inputs, failures = expand_inputs(args.inputs, READABLE_SUFFIXES)
     outdir = Path(args.out)
-    done, (jobs, skipped, clashes) = 0, plan_outputs(inputs, outdir, args.force)
+    try:  # where the outputs go is checked before the model is loaded
+        jobs, skipped, clashes = plan_outputs(inputs, outdir, args.force)
+        runner = open_runner(args.engine or args.onnx or args.weights, args)
+    except (UsageError, OutputError) as e:
+        print(f"ast-restore: error: {e}", file=sys.stderr)
+        return 2
     failures += clashes
-    for src, dst in tqdm(jobs, desc="restoring", unit="image", file=sys.stderr, disable=None):
-        try:
-            restore_file(src, dst, runner, side_by_side=args.side_by_side)
-            done += 1
-        except Exception as e:  # one bad file must not stop the batch; all are listed at the end
-            failures.append(str(e) if str(src) in str(e) else f"{src}: {type(e).__name__}: {e}")
-            tqdm.write(f"ast-restore: failed: {failures[-1]}", file=sys.stderr)
+    done = 0
+    with Progress(total=len(jobs), desc="restoring", unit="image", quiet=args.quiet) as bar:
+        for src, dst in jobs:
+            try:
+                restore_file(src, dst, runner, side_by_side=args.side_by_side)
+                done += 1
+            except Exception as e:  # one bad file must not stop the batch; all are listed at the end
+                failures.append(str(e) if str(src) in str(e) else f"{src}: {type(e).__name__}: {e}")
+                bar.write(f"ast-restore: failed: {failures[-1]}")
+            bar.update(status=Path(src).name)
     return summarize(done, skipped, failures, outdir)
-
-
-def plan_outputs(inputs, outdir, force: bool, exists=None):
-    """(jobs, skipped, failures): the (source, output) pairs to restore (an output is ``outdir/<stem>.png``;
-    ``outdir`` a Path, or a URI string joined with "/"), the outputs that exist and are kept without
-    ``force`` (``exists`` tests a path, default Path.exists), and the sources whose output is taken."""
-    exists = exists or (lambda dst: Path(dst).exists())
-    jobs, skipped, failures, claimed = [], [], [], {}
-    for src in inputs:
-        name = f"{src.stem}.png"
-        dst = outdir / name if isinstance(outdir, Path) else f"{outdir.rstrip('/')}/{name}"
-        if dst in claimed:
-            failures.append(f"{src}: its output {dst} is already taken by {claimed[dst]}; rename one of them")
-            continue
-        claimed[dst] = src
-        if exists(dst) and not force:
-            skipped.append(dst)
-            continue
-        jobs.append((src, dst))
-    return jobs, skipped, failures
 
 
 def summarize(done: int, skipped: list, failures: list[str], outdir) -> int:
