@@ -16,6 +16,8 @@ import sys
 import time
 from pathlib import Path
 
+from .common import add_version, tool_main
+
 EXIT_OK, EXIT_TOLERANCE, EXIT_USAGE, EXIT_CHECKPOINT, EXIT_EXPORT = 0, 1, 2, 3, 4
 
 
@@ -58,9 +60,21 @@ def resolve_weights(task, weights: str | None, random_init: bool) -> Path | None
 
 def _shape(text: str) -> tuple[int, int]:
     m = re.fullmatch(r"\s*(\d+)\s*[xX]\s*(\d+)\s*", text)
-    if not m:
-        raise argparse.ArgumentTypeError(f"expected HxW such as 512x512, got {text!r}")
+    if not m or int(m.group(1)) < 1 or int(m.group(2)) < 1:
+        raise argparse.ArgumentTypeError(f"bad size {text.strip()!r}: write HxW with positive integers, e.g. 512x512")
     return int(m.group(1)), int(m.group(2))
+
+
+def _opset(text: str) -> int:
+    from ..export.onnx_export import MAX_OPSET, MIN_OPSET, SUPPORTED_OPSETS
+
+    try:
+        value = int(text)
+    except ValueError:
+        value = None
+    if value not in SUPPORTED_OPSETS:
+        raise argparse.ArgumentTypeError(f"opset {text!r} is not supported: use {MIN_OPSET} to {MAX_OPSET}")
+    return value
 
 
 def _positive(text: str) -> int:
@@ -74,6 +88,7 @@ def _positive(text: str) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from ..export.onnx_export import DEFAULT_OPSET, MAX_OPSET, MIN_OPSET
     from ..tasks import TASKS
 
     p = argparse.ArgumentParser(
@@ -94,7 +109,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch", metavar="N", type=_positive,
                    help="batch of a static (--shape) export, default 1; with --dynamic the validation batch "
                         "(default from the recipe)")
-    p.add_argument("--opset", metavar="N", type=int, default=None, help="ONNX opset (>= 17, default 20)")
+    p.add_argument("--opset", metavar="N", type=_opset, default=None,
+                   help=f"ONNX opset, {MIN_OPSET} to {MAX_OPSET} (default {DEFAULT_OPSET})")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress (results and errors are printed)")
+    add_version(p)
     p.add_argument("--no-custom-ops", action="store_true",
                    help="standard ONNX ops only (no ast:: nodes, no TensorRT plugins)")
     prec = p.add_mutually_exclusive_group()
@@ -117,12 +135,12 @@ def _precision(args) -> str:
 
 
 def _check_args(args) -> None:
-    from ..export import MIN_OPSET
+    from ..export.onnx_export import MAX_OPSET, MIN_OPSET, SUPPORTED_OPSETS
 
     if args.calib is not None and not (args.int8 or args.fp16):
         raise UsageError("--calib only goes with --fp16 or --int8")
-    if args.opset is not None and args.opset < MIN_OPSET:
-        raise UsageError(f"--opset must be >= {MIN_OPSET} (LayerNormalization as one node), got {args.opset}")
+    if args.opset is not None and args.opset not in SUPPORTED_OPSETS:
+        raise UsageError(f"--opset {args.opset} is not supported: use {MIN_OPSET} to {MAX_OPSET}")
 
 
 def _build_model(task, args):
@@ -158,31 +176,33 @@ def _output_stem(task: str, shape, batch: int, custom_ops: bool) -> str:
     return stem + ("" if custom_ops else "-std")
 
 
-def ast_build_command(onnx_path: Path, recipe) -> str:
-    """The command that builds the engine on the target, with the recipe's profile spelt out (the
-    target may have no recipe file, and a --recipe PATH given here is not the task's)."""
+def ast_build_command(onnx_path: Path, recipe, static_shape=None) -> str:
+    """The command that builds the engine on the target, with the profile spelt out (the target may
+    have no recipe file, and a --recipe PATH given here is not the task's): a static export's own
+    shape (a recipe's range cannot fit a fixed input), else the recipe's profile."""
     from ..engines.profile import profile_from_recipe
 
+    if static_shape is not None:
+        return f"ast-build {onnx_path} --shapes {'x'.join(str(d) for d in static_shape)}"
     return f"ast-build {onnx_path} --shapes {profile_from_recipe(recipe)}"
 
 
-def _build_engine(onnx_path: Path, recipe) -> None:
+def _build_engine(onnx_path: Path, recipe, static_shape=None) -> None:
+    command = ast_build_command(onnx_path, recipe, static_shape)
     if importlib.util.find_spec("tensorrt") is None:
-        print(f"TensorRT is not installed here: the ONNX is ready. On the target machine run:\n"
-              f"  {ast_build_command(onnx_path, recipe)}")
+        print(f"TensorRT is not installed here: the ONNX is ready. On the target machine run:\n  {command}")
         return
     try:
         from ..engines.build import build_engine
     except ImportError as e:
         print(f"TensorRT is installed but this ast_deploy has no engine builder ({e}); on a machine with it run:\n"
-              f"  {ast_build_command(onnx_path, recipe)}")
+              f"  {command}")
         return
-    build_engine(onnx_path, recipe=recipe)
+    build_engine(onnx_path, recipe=recipe, shapes=command.split("--shapes ")[1] if static_shape else None)
 
 
 def run(args) -> int:
-    from tqdm import tqdm
-
+    from ..console import Progress
     from ..export import (ValidationReport, apply_precision, export_onnx, load_recipe, validate_onnx)
     from ..export.onnx_export import DEFAULT_OPSET
     from ..export.precision import PrecisionNotAvailable, ensure_available
@@ -216,20 +236,19 @@ def run(args) -> int:
 
     started = time.perf_counter()
     # One bar: export, clean-up and write, then one tick per inference of the validation.
-    bar = tqdm(total=3 + 2 * len(shapes), desc=f"ast-export {task.name}", unit="step", file=sys.stderr,
-               leave=False, bar_format="{desc}: {n_fmt}/{total_fmt} [{elapsed}]")
+    bar = Progress(total=3 + 2 * len(shapes), desc=f"ast-export {task.name}", unit="step", quiet=args.quiet)
 
     def on_stage(name: str) -> None:
         if name != "torch.onnx.export":
             bar.update(1)
-        bar.set_description_str(f"ast-export {task.name}: {name}")
+        bar.describe(f"ast-export {task.name}: {name}")
 
     try:
         result = export_onnx(model, onnx_path, shape=args.shape, batch=static_batch, opset=opset,
                              custom_ops=custom, progress=on_stage,
                              metadata={"ast.task": task.name})
         bar.update(1)
-        bar.set_description_str(f"ast-export {task.name}: validate (pytorch, onnxruntime)")
+        bar.describe(f"ast-export {task.name}: validate (pytorch, onnxruntime)")
         report: ValidationReport = validate_onnx(model, onnx_path, shapes, recipe.tolerance("fp32"), seed=args.seed,
                                                  on_infer=lambda: bar.update(1))
     finally:
@@ -261,10 +280,11 @@ def run(args) -> int:
         print(report.table())
         if not report.passed:
             return EXIT_TOLERANCE
-    _build_engine(deploy_path, recipe)
+    _build_engine(deploy_path, recipe, shapes[0] if args.shape is not None else None)
     return EXIT_OK
 
 
+@tool_main("ast-export")
 def main(argv: list[str] | None = None) -> int:
     from ..export import ExportError, GraphCheckError, RecipeError
     from ..model import CheckpointError

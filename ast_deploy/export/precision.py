@@ -26,12 +26,21 @@ def ensure_available(precision: str, calib_dir: str | os.PathLike | None = None)
         raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
     if precision == "fp32":
         return
-    from ..precision.calibration import CalibrationError, default_calibration_folder, list_images
+    from ..precision.calibration import CalibrationError, default_calibration_folder, list_images, load_image
 
     try:
-        list_images(calib_dir if calib_dir is not None else default_calibration_folder())
+        files = list_images(calib_dir if calib_dir is not None else default_calibration_folder())
     except (CalibrationError, FileNotFoundError) as e:
         raise PrecisionNotAvailable(str(e)) from e
+    bad = []
+    for path in files:  # every image is decoded now, not after the FP32 export
+        try:
+            load_image(path)
+        except CalibrationError as e:
+            bad.append(str(e).removeprefix("calibration image "))
+    if bad:
+        raise PrecisionNotAvailable(f"{len(bad)} of the {len(files)} calibration images cannot be read "
+                                    "(remove or replace them):\n  " + "\n  ".join(bad))
 
 
 def apply_precision(onnx_path: str | os.PathLike, precision: str, *, recipe=None,
