@@ -407,3 +407,36 @@ def test_export_int8_with_unreadable_calibration_images_fails_before_any_work(tm
     assert "broken.png" in proc.stderr and "page.jpg" in proc.stderr and "photo0.png" not in proc.stderr
     assert not (tmp_path / "out").exists() and digest(tmp_path) == before
     assert time.monotonic() - started < 60  # nothing was exported (the missing --arch-config was never read)
+
+
+# ------------------------------------------------------------------ the square-pad protocol's left edge
+
+def test_square_pad_dark_left_edge_is_the_official_protocols(parity_cases, parity_model):
+    """The dark line on the left of square-pad outputs comes from the official protocol's zero padding:
+    ours reproduces the official outputs (spad0 fixture), and on the trained demo model the line is there
+    with square-pad, absent with the same pixels' real surroundings and with reflect padding."""
+    import torch
+    from skimage import data
+
+    from ast_deploy.demo import DEMO_CONFIG, demo_weights
+    from ast_deploy.model import AST, load_checkpoint
+    from ast_deploy.protocols import parse_protocol
+
+    def run_with(model):
+        return lambda b: model(torch.from_numpy(np.ascontiguousarray(b))).numpy()
+
+    x = parity_cases["spad0_in"].astype(np.float32) / 255
+    with torch.no_grad():
+        ours = parse_protocol("square-pad:128").run(x, run_with(parity_model))
+        assert np.abs(ours - parity_cases["spad0_out"]).max() < 1e-5
+        demo = load_checkpoint(AST(**DEMO_CONFIG), demo_weights("derain")).eval()
+        full = (data.astronaut().astype(np.float32) / 255).transpose(2, 0, 1)[None]
+        crop = full[:, :, 100:300, 100:400]  # 200 x 300: 42 zero columns on each side in the square
+        outputs = {"square-pad": parse_protocol("square-pad:128").run(crop, run_with(demo)),
+                   "pad": parse_protocol("pad:128").run(crop, run_with(demo)),
+                   "context": run_with(demo)(full)[:, :, 100:300, 100:400]}
+    first_column = {k: float((v - crop)[..., 0].mean()) for k, v in outputs.items()}
+    last_column = {k: float((v - crop)[..., -1].mean()) for k, v in outputs.items()}
+    assert first_column["square-pad"] < first_column["context"] - 0.02, first_column  # the dark line
+    assert abs(first_column["pad"] - first_column["context"]) < 0.005, first_column
+    assert abs(last_column["square-pad"] - last_column["context"]) < 0.015, last_column  # the left edge only
