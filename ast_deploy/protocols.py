@@ -19,6 +19,7 @@ images; the caller decides how many go to the backend at once.
 from __future__ import annotations
 
 import math
+import sys
 from dataclasses import dataclass
 from typing import Callable
 
@@ -197,6 +198,15 @@ def parse_protocol(spec: str | Protocol) -> Protocol:
         pass
     raise ValueError(f"unknown protocol {spec!r}; use 'square-pad:128', 'pad:128', 'tiles:384:80', "
                      f"'tiles:384:80:feather' or 'none'")
+
+
+def hw_range(shape_range):
+    """``((min H, min W), (max H, max W))`` of a backend's ``shapes.ShapeRange`` (B, H, W), unbounded
+    sides as ``sys.maxsize`` (the form ``fit_to_shape_range`` takes), or None."""
+    if shape_range is None:
+        return None
+    (_, min_h, min_w), (_, max_h, max_w) = shape_range
+    return (min_h, min_w), (max_h or sys.maxsize, max_w or sys.maxsize)
 
 
 def fit_to_shape_range(protocol: Protocol, h: int, w: int, shape_range, size_multiple: int) -> Protocol:

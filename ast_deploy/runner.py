@@ -10,17 +10,16 @@ each backend documents its own thread safety (the PyTorch one needs nothing).
 from __future__ import annotations
 
 import os
-from pathlib import Path
+import sys
 
 import numpy as np
+from PIL import Image as PILImage
 
+from .backends import backend_kind, open_backend
 from .images import pil_to_array, quantize, to_rgb, to_unit_float
-from .protocols import Protocol, fit_to_shape_range, parse_protocol
-from .backends import backend_kind, hw_range
-from .backends import open_backend as open_file_backend
+from .protocols import Protocol, fit_to_shape_range, hw_range, parse_protocol
 from .tasks import get_task
 
-CHECKPOINT_SUFFIXES = {".pth", ".pt", ".ckpt", ".bin", ".tar"}
 DEVICES = "cpu, cuda or cuda:N"
 
 
@@ -47,55 +46,6 @@ def check_finite(x: np.ndarray) -> None:
                      f"[{where}]: replace them (np.nan_to_num) before restoring")
 
 
-def build_torch_model(source, task: str | None = None, config: dict | None = None):
-    """An ``AST`` from a checkpoint path. Without ``config``, the architecture is the one among the
-    task's, the released ones and the demo model's whose keys and shapes the checkpoint has (so the
-    demo weights run with ``task="derain"``); when none fits, the task's, to explain the mismatch."""
-    from .demo import DEMO_CONFIG
-    from .model import ARCHITECTURES, AST, read_state_dict
-    from .model.checkpoint import guess_architecture, load_state_dict_strict
-
-    state_dict = read_state_dict(source)
-    if config is None:
-        known = {**({"task": get_task(task).architecture} if task else {}), **ARCHITECTURES, "demo": DEMO_CONFIG}
-        name = guess_architecture(state_dict, known)
-        if name is not None:
-            config = known[name]
-        elif task is not None:
-            config = known["task"]
-        else:
-            raise ValueError(f"{source}: say which architecture the checkpoint has (task=... or config=...); "
-                             "its keys match no released architecture")
-    return load_state_dict_strict(AST(**config), state_dict, source)
-
-
-def open_backend(source, task=None, config=None, device="cpu", kernels=None, max_batch=None, size_multiple=None):
-    import torch
-
-    if isinstance(source, torch.nn.Module):
-        model = source
-    elif isinstance(source, (str, os.PathLike)):
-        path = Path(source)
-        if not path.exists():
-            raise FileNotFoundError(f"{path}: no such file")
-        if path.suffix.lower() in CHECKPOINT_SUFFIXES:
-            model = build_torch_model(path, task, config)
-        elif backend_kind(path) == "onnx":
-            return open_file_backend(path, device=device, size_multiple=size_multiple)
-        elif backend_kind(path) is not None:  # .plan / .engine
-            return open_file_backend(path, device=device)
-        else:
-            raise ValueError(f"{path}: unknown model file type {path.suffix!r} "
-                             f"(a checkpoint {sorted(CHECKPOINT_SUFFIXES)}, .onnx, or a TensorRT .plan/.engine)")
-    else:
-        raise TypeError(f"Runner takes an nn.Module or a model file path, not {type(source).__name__}")
-    if kernels is not None:
-        model.set_ops_impl(assa=kernels, partial_conv=kernels)
-    from .backends.pytorch import TorchBackend
-
-    return TorchBackend(model, device, **({"max_batch": max_batch} if max_batch else {}))
-
-
 class Runner:
     """``size_multiple``: the H and W multiple of an ONNX model without ``ast.size_multiple`` metadata
     (a model not made by ast-export is refused without it, and then needs ``task`` or ``protocol``).
@@ -108,8 +58,11 @@ class Runner:
         device = check_device(device)
         if task is not None:
             get_task(task)  # an unknown task fails before a model is loaded
-        self.backend = open_backend(source, task=task, config=config, device=device, kernels=kernels,
-                                    max_batch=max_batch, size_multiple=size_multiple)
+        # --size-multiple is for ONNX models without metadata; for others it is checked against theirs below
+        onnx_options = ({"size_multiple": size_multiple} if size_multiple is not None
+                        and isinstance(source, (str, os.PathLike)) and backend_kind(source) == "onnx" else {})
+        self.backend = open_backend(source, device, task=task, config=config, kernels=kernels, max_batch=max_batch,
+                                    **onnx_options)
         if size_multiple is not None and size_multiple != self.backend.size_multiple:
             raise ValueError(f"{source}: size multiple {size_multiple} was given, the model's is "
                              f"{self.backend.size_multiple}")
@@ -154,19 +107,14 @@ class Runner:
         - a PIL image, or a uint8 / uint16 H x W x 3 array (an image file's pixels);
         - a float32 C x H x W or N x C x H x W array or tensor with values in [0, 1].
         """
-        import torch
-
-        try:
-            from PIL import Image as PILImage
-        except ImportError:  # pragma: no cover - Pillow is a dependency
-            PILImage = None
-        if PILImage is not None and isinstance(x, PILImage.Image):
+        if isinstance(x, PILImage.Image):
             # Every mode through images.pil_to_array, 16-bit ones at full precision; Pillow has no 16-bit
             # RGB mode, so the restored PIL image is 8-bit RGB (give a uint16 array for 16-bit output).
             pixels, _ = to_unit_float(to_rgb(pil_to_array(x, f"PIL image (mode {x.mode})"), "PIL image"))
             restored = self.run_nchw(pixels.transpose(2, 0, 1)[None])[0]
             return PILImage.fromarray(quantize(restored.transpose(1, 2, 0), 8))
-        if isinstance(x, torch.Tensor):
+        torch = sys.modules.get("torch")  # a tensor exists only once torch is imported: never import it here
+        if torch is not None and isinstance(x, torch.Tensor):
             out = self(x.detach().cpu().numpy())
             return torch.from_numpy(out).to(device=x.device, dtype=x.dtype)
         x = np.asarray(x)

@@ -8,7 +8,8 @@ import pytest
 from ast_deploy.backends import BackendError, ShapeError, backend_kind, open_backend
 from ast_deploy.backends.onnxrt import OnnxRuntimeBackend, SessionFromOnnx, shape_range_from_dims
 from ast_deploy.engines.target import Target, TensorRTNotInstalled
-from runtime_helpers import TMP, dynamic_onnx, have_tensorrt, image_model, onnx, set_metadata, static_onnx, torch_infer
+from conftest import TINY_CONFIG
+from runtime_helpers import TMP, checkpoint, dynamic_onnx, have_tensorrt, image_model, onnx, set_metadata, static_onnx, torch_infer
 
 
 def images(shape, seed=0):
@@ -117,9 +118,39 @@ def test_ort_missing_provider_and_bad_choice():
 def test_backend_kind_and_dispatch(tmp_path):
     assert backend_kind("a/b.ONNX") == "onnx"
     assert backend_kind("m.plan") == backend_kind("m.engine") == "tensorrt"
-    assert backend_kind("weights.pth") is None
-    with pytest.raises(ValueError, match="not an ONNX model"):
-        open_backend(tmp_path / "weights.pth")
+    assert backend_kind("weights.pth") == backend_kind("w.ckpt") == "pytorch"
+    assert backend_kind("notes.txt") is None
+    (tmp_path / "notes.txt").write_text("x")
+    with pytest.raises(ValueError, match="unknown model file type '.txt'"):
+        open_backend(tmp_path / "notes.txt")
+    with pytest.raises(FileNotFoundError, match="no such file"):
+        open_backend(tmp_path / "missing.onnx")
+    with pytest.raises(TypeError, match="nn.Module or a model file path"):
+        open_backend(42)
+
+
+def test_open_backend_passes_max_batch_to_every_kind_and_refuses_kernels_for_files():
+    from ast_deploy.backends.pytorch import TorchBackend
+
+    torch_backend = open_backend(image_model(), max_batch=2, kernels="reference")
+    assert isinstance(torch_backend, TorchBackend) and torch_backend.max_batch == 2
+    checkpoint_backend = open_backend(checkpoint(), config=TINY_CONFIG, max_batch=3)
+    assert isinstance(checkpoint_backend, TorchBackend) and checkpoint_backend.max_batch == 3
+    ort = open_backend(dynamic_onnx(), max_batch=2)
+    assert ort.max_batch == 2 and open_backend(dynamic_onnx()).max_batch is None
+    x = images((2, 3, 128, 128))
+    np.testing.assert_allclose(ort.infer(x), torch_backend.infer(x), rtol=0, atol=1e-5)
+    with pytest.raises(ShapeError, match="batch 3 is larger than the limit of 2"):
+        ort.infer(images((3, 3, 128, 128)))
+    assert open_backend(static_onnx(), max_batch=4).max_batch == 1  # the model's own limit is smaller
+    with pytest.raises(ValueError, match="kernels='triton' selects the PyTorch model's op implementation"):
+        open_backend(dynamic_onnx(), kernels="triton")
+    with pytest.raises(ValueError, match="config= is the architecture of a checkpoint"):
+        open_backend(dynamic_onnx(), config=TINY_CONFIG)
+    with pytest.raises(ValueError, match="max_batch must be a positive integer"):
+        open_backend(dynamic_onnx(), max_batch=0)
+    with pytest.raises(TypeError, match="not a PyTorch model"):
+        open_backend(image_model(), providers="cpu")
 
 
 # ---------------------------------------------------------------- TensorRT without TensorRT
@@ -127,6 +158,7 @@ def test_backend_kind_and_dispatch(tmp_path):
 def test_tensorrt_backend_without_tensorrt_says_so(tmp_path):
     if have_tensorrt():
         pytest.skip("TensorRT is importable here")
+    (tmp_path / "model.plan").write_bytes(b"not an engine")
     with pytest.raises(TensorRTNotInstalled, match="TensorRT is not installed.*JetPack.*pip install tensorrt"):
         open_backend(tmp_path / "model.plan")
 

@@ -84,7 +84,7 @@ def test_cli_official_weights_static_shape(parity_dir, parity_cases, parity_conf
     from ast_deploy.cli.build import parser as build_parser
     from ast_deploy.engines.build import resolve_profile
     from ast_deploy.engines.onnx_info import inspect_onnx
-    from ast_deploy.engines.profile import ShapeProfile
+    from ast_deploy.shapes import ShapeProfile
 
     (command,) = [line.strip() for line in stdout.splitlines() if line.strip().startswith("ast-build ")]
     assert command == f"ast-build {onnx_path} --shapes 2x3x256x256"

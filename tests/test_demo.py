@@ -7,7 +7,7 @@ import torch
 pytest.importorskip("skimage")
 
 from ast_deploy.demo import DEMO_CONFIG, demo_info, demo_weights  # noqa: E402
-from ast_deploy.demo.images import HELD_OUT, TRAIN  # noqa: E402
+from ast_deploy.demo.photos import HELD_OUT, TRAIN  # noqa: E402
 from ast_deploy.demo.rain import add_rain  # noqa: E402
 
 

@@ -1,3 +1,4 @@
+import dataclasses
 import json
 import os
 import sys
@@ -14,7 +15,8 @@ from ast_deploy.engines.cache import (atomic_write, cache_key, default_engine_pa
                                       sidecar_content, sidecar_path, write_engine)
 from ast_deploy.engines.onnx_info import OnnxInfo, inspect_onnx
 from ast_deploy.engines.plugins import PluginError, resolve_plugins
-from ast_deploy.engines.profile import ProfileError, ShapeProfile, profile_from_recipe
+from ast_deploy.recipes import RecipeError, load_recipe
+from ast_deploy.shapes import ProfileError, ShapeProfile
 from ast_deploy.engines.target import Target, TensorRTNotInstalled
 from runtime_helpers import have_tensorrt
 
@@ -84,23 +86,11 @@ def test_profile_must_keep_static_onnx_dims():
         profile.validate(128, (None, 3, 256, None))
 
 
-def test_profile_from_recipe_forms():
-    want = ShapeProfile.parse("1x3x128x128:1x3x384x384:2x3x768x768")
-    assert profile_from_recipe({"profile": str(want)}) == want
-    assert profile_from_recipe({"profile": {"min": "1x3x128x128", "opt": [1, 3, 384, 384],
-                                            "max": (2, 3, 768, 768)}}) == want
-    assert profile_from_recipe(types.SimpleNamespace(shapes=types.SimpleNamespace(
-        min=[1, 3, 128, 128], opt=[1, 3, 384, 384], max=[2, 3, 768, 768]))) == want
-    assert profile_from_recipe({"tolerances": {}}) is None and profile_from_recipe(None) is None
-    with pytest.raises(ProfileError, match="min, opt and max"):
-        profile_from_recipe({"profile": {"min": "1x3x128x128"}})
-
-
 def test_resolve_profile_order():
-    recipe = {"profile": "1x3x128x128:1x3x256x256:1x3x512x512"}
+    recipe = dataclasses.replace(load_recipe("derain"), profile=ShapeProfile.parse("1x3x128x128:1x3x256x256:1x3x512x512"))
     flags = "1x3x256x256:1x3x256x256:2x3x256x256"
     assert str(resolve_profile(info(), flags, recipe)) == flags
-    assert str(resolve_profile(info(), None, recipe)) == recipe["profile"]
+    assert str(resolve_profile(info(), None, recipe)) == "1x3x128x128:1x3x256x256:1x3x512x512"
     assert resolve_profile(info((1, 3, 256, 384)), None, None) == ShapeProfile.static((1, 3, 256, 384))
     with pytest.raises(ProfileError, match=r"dynamic input \(image: \?x3x\?x\?\).*--shapes"):
         resolve_profile(info(), None, None)
@@ -357,15 +347,13 @@ def test_real_build_caches_and_records(tmp_path):
 
 
 def test_task_recipe_lookup(caplog):
-    from ast_deploy.recipe_lookup import RecipeUnavailable, task_recipe
-
-    assert task_recipe(None) is None
-    assert task_recipe("derain").profile.max == (4, 3, 1024, 1024)  # export/derain.toml
+    assert load_recipe(None, required=False) is None
+    assert load_recipe("derain").profile == ShapeProfile.parse("1x3x128x128:1x3x512x512:4x3x1024x1024")
     with caplog.at_level("WARNING"):
-        assert task_recipe("desnow") is None
+        assert load_recipe("desnow", required=False) is None
     assert "using defaults" in caplog.text
-    with pytest.raises(RecipeUnavailable, match="unknown task 'desnow'"):
-        task_recipe("desnow", required=True)
+    with pytest.raises(RecipeError, match="unknown task 'desnow'"):
+        load_recipe("desnow")
     # The builder takes the profile from the recipe named, or from the ONNX's task.
     assert str(resolve_profile(info(), None, "derain")) == "1x3x128x128:1x3x512x512:4x3x1024x1024"
     assert str(resolve_profile(info(metadata={"ast.task": "derain"}))) == "1x3x128x128:1x3x512x512:4x3x1024x1024"

@@ -186,10 +186,10 @@ def test_partial_conv_does_not_mix_images_or_rows():
 
 
 def test_triton_impl_refuses_cpu_without_interpreter(monkeypatch):
-    from ast_deploy.ops import custom_ops
+    from ast_deploy.ops import triton_ops
 
     get_impl(ASSA_IMPLS, "triton")
-    monkeypatch.setattr(custom_ops, "interpreter_enabled", lambda: False)
+    monkeypatch.setattr(triton_ops, "interpreter_enabled", lambda: False)
     q, kv, bias, mix, _ = assa_inputs(1, 64, 1, 32)
     with pytest.raises(RuntimeError, match="TRITON_INTERPRET=1"):
         get_impl(ASSA_IMPLS, "triton")(q, kv, bias, mix, None, num_heads=1, scale=0.1)
@@ -202,7 +202,7 @@ def test_triton_impl_refuses_cpu_without_interpreter(monkeypatch):
 
 @needs_interpreter
 def test_custom_ops_pass_opcheck():
-    import ast_deploy.ops.custom_ops  # noqa: F401  registers torch.ops.ast.*
+    import ast_deploy.ops.triton_ops  # noqa: F401  registers torch.ops.ast.*
 
     q, kv, bias, mix, ids = assa_inputs(4, 16, 2, 8, 2)
     torch.library.opcheck(torch.ops.ast.adaptive_sparse_attention, (q, kv, bias, mix, ids, 2, 0.35))

@@ -13,8 +13,8 @@ from ast_deploy.precision.calibration import (CalibrationError, default_calibrat
 from ast_deploy.export import load_recipe  # noqa: E402
 
 # dB vs the FP32 model on the worst held-out image: the derain recipe's budgets.
-FP16_MIN_PSNR = load_recipe("derain").tolerance("fp16").psnr_db
-INT8_MIN_PSNR = load_recipe("derain").tolerance("int8").psnr_db
+FP16_MIN_PSNR = load_recipe("derain").tolerance("fp16").psnr_min
+INT8_MIN_PSNR = load_recipe("derain").tolerance("int8").psnr_min
 MAX_CLEAN_DROP = 0.3  # dB of PSNR vs the clean image lost by INT8
 
 
@@ -303,7 +303,7 @@ def test_export_hook_writes_fp16_beside_the_fp32_model(demo_onnx, calib, work):
                            size_multiple=calib.batches[0].shape[-1] // 2)
     assert path == fp32.with_name("ast-derain.fp16.onnx") and path.is_file()
     report = json.loads(path.with_suffix(".precision.json").read_text())
-    assert report["budget_met"] and report["min_psnr_budget"] == load_recipe("derain").tolerance("fp16").psnr_db
+    assert report["budget_met"] and report["min_psnr_budget"] == load_recipe("derain").tolerance("fp16").psnr_min
     assert apply_precision(fp32, "fp32") == fp32
 
 

@@ -40,7 +40,7 @@ def test_uint8_output_is_the_quantized_float_output(runner):
 
 def test_batch_of_non_square_images_matches_single_runs(runner):
     x = np.random.default_rng(2).random((3, 3, 130, 120), dtype=np.float32)
-    runner.backend.max_batch = 2  # 3 images in two backend calls
+    runner.backend.batch_limit = 2  # 3 images in two backend calls
     batched = runner(x)
     singles = np.stack([runner(x[i]) for i in range(3)])
     np.testing.assert_allclose(batched, singles, atol=1e-5)

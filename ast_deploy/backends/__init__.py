@@ -1,7 +1,7 @@
 """Inference backends: each one loads a model and runs float32 NCHW batches through it.
-
-PyTorch (``pytorch.py``, the Runner's own), ONNX Runtime and TensorRT, behind the interface in
-``base.py``. ``open_backend`` opens a model file by its suffix; nothing heavy is imported until then.
+PyTorch (``pytorch.py``), ONNX Runtime (``onnxrt.py``) and TensorRT (``tensorrt.py``), behind the
+interface in ``base.py``. ``open_backend`` is the one factory; nothing heavy (torch, onnxruntime,
+tensorrt) is imported until a backend of that kind is opened.
 """
 
 from __future__ import annotations
@@ -10,15 +10,20 @@ import os
 import sys
 from pathlib import Path
 
-from .base import DEFAULT_SIZE_MULTIPLE, Backend, BackendError, ShapeError, ShapeRange
+from ..metadata import DEFAULT_SIZE_MULTIPLE
+from ..shapes import ShapeRange
+from .base import Backend, BackendError, ShapeError
 
 ONNX_SUFFIXES = (".onnx",)
 ENGINE_SUFFIXES = (".plan", ".engine", ".trt")
+CHECKPOINT_SUFFIXES = (".pth", ".pt", ".ckpt", ".bin", ".tar")
 
 
 def backend_kind(source: str | os.PathLike) -> str | None:
-    """"onnx", "tensorrt", or None for a file no backend here runs (a checkpoint, say)."""
+    """"pytorch" (a checkpoint), "onnx", "tensorrt", or None for a file no backend here runs."""
     suffix = Path(source).suffix.lower()
+    if suffix in CHECKPOINT_SUFFIXES:
+        return "pytorch"
     if suffix in ONNX_SUFFIXES:
         return "onnx"
     if suffix in ENGINE_SUFFIXES:
@@ -31,38 +36,75 @@ def _cuda_index(device: str) -> int:
     return int(index) if index else 0
 
 
-def open_backend(source: str | os.PathLike, device: str = "cpu", **options) -> Backend:
-    """Open an ONNX model or a TensorRT engine for ``device`` (the Runner's: "cpu", "cuda", "cuda:N").
+def _is_module(source) -> bool:
+    torch = sys.modules.get("torch")  # an nn.Module exists only once torch is imported: never import it here
+    return torch is not None and isinstance(source, torch.nn.Module)
 
-    ONNX Runtime: "cpu" runs on the CPU, "cuda[:N]" requires its CUDA provider; ``providers=``
-    ("auto", "cpu", "cuda", "tensorrt") and ``intra_op_threads=`` override. TensorRT engines run on
-    a GPU only: "cuda:N" picks it, "cpu" (the Runner's default) means GPU 0.
-    """
-    kind = backend_kind(source)
+
+def open_backend(source, device: str = "cpu", *, task: str | None = None, config: dict | None = None,
+                 kernels: str | None = None, max_batch: int | None = None, **options) -> Backend:
+    """The backend for ``source``: an ``nn.Module`` or a checkpoint (PyTorch; ``task`` / ``config``
+    say its architecture, ``kernels`` its op implementation: "reference" or "triton"), an ONNX
+    model (ONNX Runtime) or a TensorRT engine.
+
+    ``device`` is "cpu", "cuda" or "cuda:N". ONNX Runtime: "cpu" runs on the CPU, "cuda[:N]" requires
+    its CUDA provider; ``providers=`` ("auto", "cpu", "cuda", "tensorrt") and ``intra_op_threads=``
+    override. TensorRT engines run on a GPU only: "cuda:N" picks it, "cpu" means GPU 0.
+    ``max_batch`` caps the batch of one ``infer`` call for every kind; ``kernels``, ``task`` and
+    ``config`` only concern PyTorch models, and are refused for an ONNX model or an engine."""
+    if max_batch is not None and (not isinstance(max_batch, int) or max_batch < 1):
+        raise ValueError(f"max_batch must be a positive integer, got {max_batch!r}")
+    if _is_module(source):
+        return _torch_backend(source, device, kernels, max_batch, options)
+    if not isinstance(source, (str, os.PathLike)):
+        raise TypeError(f"a backend opens an nn.Module or a model file path, not {type(source).__name__}")
+    path = Path(source)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such file")
+    kind = backend_kind(path)
+    if kind is None:
+        raise ValueError(f"{path}: unknown model file type {path.suffix!r} (a checkpoint "
+                         f"{', '.join(CHECKPOINT_SUFFIXES)}, an ONNX model {', '.join(ONNX_SUFFIXES)} "
+                         f"or a TensorRT engine {', '.join(ENGINE_SUFFIXES)})")
+    if kind == "pytorch":
+        from ..model.factory import build_model  # imports torch: only for a checkpoint
+
+        return _torch_backend(build_model(config, path, task=task), device, kernels, max_batch, options)
+    if kernels is not None:
+        raise ValueError(f"kernels={kernels!r} selects the PyTorch model's op implementation; {path.name} is "
+                         f"{'an ONNX model' if kind == 'onnx' else 'a TensorRT engine'} and runs its own")
+    if config is not None:
+        raise ValueError(f"config= is the architecture of a checkpoint; {path.name} records its own")
+    backend = _onnx_backend(path, device, options) if kind == "onnx" else _tensorrt_backend(path, device, options)
+    backend.batch_limit = max_batch
+    return backend
+
+
+def _torch_backend(model, device, kernels, max_batch, options) -> Backend:
+    if options:
+        raise TypeError(f"options {sorted(options)} are for ONNX Runtime / TensorRT, not a PyTorch model")
+    from .pytorch import TorchBackend
+
+    if kernels is not None:
+        model.set_ops_impl(assa=kernels, partial_conv=kernels)
+    return TorchBackend(model, device, **({"max_batch": max_batch} if max_batch else {}))
+
+
+def _onnx_backend(path: Path, device: str, options: dict) -> Backend:
+    from .onnxrt import OnnxRuntimeBackend
+
     on_cuda = str(device).startswith("cuda")
-    if kind == "onnx":
-        from .onnxrt import OnnxRuntimeBackend
-
-        options.setdefault("providers", "cuda" if on_cuda else "cpu")
-        if on_cuda and _cuda_index(device):
-            options.setdefault("provider_options", {"CUDAExecutionProvider": {"device_id": _cuda_index(device)}})
-        return OnnxRuntimeBackend(source, **options)
-    if kind == "tensorrt":
-        from .tensorrt import TensorRTBackend
-
-        return TensorRTBackend(source, device=_cuda_index(device) if on_cuda else 0, **options)
-    raise ValueError(f"{source}: not an ONNX model ({', '.join(ONNX_SUFFIXES)}) "
-                     f"or a TensorRT engine ({', '.join(ENGINE_SUFFIXES)})")
+    options.setdefault("providers", "cuda" if on_cuda else "cpu")
+    if on_cuda and _cuda_index(device):
+        options.setdefault("provider_options", {"CUDAExecutionProvider": {"device_id": _cuda_index(device)}})
+    return OnnxRuntimeBackend(path, **options)
 
 
-def hw_range(shape_range: ShapeRange | None):
-    """``((min H, min W), (max H, max W))`` of a backend's shape range, unbounded sides as
-    ``sys.maxsize`` (the form ``protocols.fit_to_shape_range`` takes), or None."""
-    if shape_range is None:
-        return None
-    (_, min_h, min_w), (_, max_h, max_w) = shape_range
-    return (min_h, min_w), (max_h or sys.maxsize, max_w or sys.maxsize)
+def _tensorrt_backend(path: Path, device: str, options: dict) -> Backend:
+    from .tensorrt import TensorRTBackend
+
+    return TensorRTBackend(path, device=_cuda_index(device) if str(device).startswith("cuda") else 0, **options)
 
 
-__all__ = ["DEFAULT_SIZE_MULTIPLE", "Backend", "BackendError", "ShapeError", "ShapeRange", "backend_kind",
-           "hw_range", "open_backend"]
+__all__ = ["CHECKPOINT_SUFFIXES", "DEFAULT_SIZE_MULTIPLE", "Backend", "BackendError", "ShapeError", "ShapeRange",
+           "backend_kind", "open_backend"]

@@ -12,10 +12,8 @@ import abc
 
 import numpy as np
 
-# ((min_batch, min_h, min_w), (max_batch, max_h, max_w)); None in the max tuple: unbounded.
-ShapeRange = tuple[tuple[int, int, int], tuple["int | None", "int | None", "int | None"]]
-
-DEFAULT_SIZE_MULTIPLE = 128  # every released AST takes H and W in multiples of 128
+from ..metadata import DEFAULT_SIZE_MULTIPLE
+from ..shapes import ShapeRange, format_shape_range, shape_in_range
 
 
 class BackendError(RuntimeError):
@@ -36,11 +34,14 @@ class Backend(abc.ABC):
     name: str = "backend"
     size_multiple: int = DEFAULT_SIZE_MULTIPLE
     shape_range: ShapeRange | None = None  # None: any batch and any multiple of size_multiple
+    batch_limit: int | None = None  # a cap on the batch set by the caller (open_backend's max_batch)
 
     @property
     def max_batch(self) -> int | None:
-        """Largest batch one ``infer`` call takes; None when unbounded."""
-        return None if self.shape_range is None else self.shape_range[1][0]
+        """Largest batch one ``infer`` call takes (the shape range's and ``batch_limit``); None when unbounded."""
+        limits = [b for b in (None if self.shape_range is None else self.shape_range[1][0], self.batch_limit)
+                  if b is not None]
+        return min(limits) if limits else None
 
     def infer(self, batch: np.ndarray) -> np.ndarray:
         batch = np.ascontiguousarray(batch, dtype=np.float32)
@@ -62,6 +63,8 @@ class Backend(abc.ABC):
             raise ShapeError(f"{self.name}: H and W must be multiples of {self.size_multiple}"
                              + (f" ({source})" if source else "") + f", got {h}x{w} "
                              "(pad or tile the image first; ast_deploy.Runner does it)")
+        if self.batch_limit is not None and b > self.batch_limit:
+            raise ShapeError(f"{self.name}: batch {b} is larger than the limit of {self.batch_limit} set for it")
         if self.shape_range is not None and not shape_in_range((b, h, w), self.shape_range):
             raise ShapeError(f"{self.name}: batch of shape (B, H, W) = {(b, h, w)} is outside the range this "
                              f"model takes: {format_shape_range(self.shape_range)}")
@@ -76,16 +79,3 @@ class Backend(abc.ABC):
         rng = "any size" if self.shape_range is None else format_shape_range(self.shape_range)
         return f"<{type(self).__name__} {self.name}: multiple of {self.size_multiple}, {rng}>"
 
-
-def shape_in_range(bhw: tuple[int, int, int], shape_range: ShapeRange) -> bool:
-    low, high = shape_range
-    return all(lo <= v and (hi is None or v <= hi) for v, lo, hi in zip(bhw, low, high))
-
-
-def format_shape_range(shape_range: ShapeRange) -> str:
-    (b0, h0, w0), (b1, h1, w1) = shape_range
-
-    def span(lo, hi):
-        return str(lo) if lo == hi else f"{lo}..{'any' if hi is None else hi}"
-
-    return f"batch {span(b0, b1)}, H {span(h0, h1)}, W {span(w0, w1)}"

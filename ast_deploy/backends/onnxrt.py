@@ -14,7 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .base import Backend, BackendError, ShapeRange
+from .. import metadata as meta
+from ..shapes import ShapeRange
+from .base import Backend, BackendError
 
 # What ``providers=`` accepts, and the execution providers each asks for, best first.
 PROVIDER_CHOICES = {
@@ -124,7 +126,7 @@ class OnnxRuntimeBackend(Backend):
         self.session = None
 
 
-SIZE_MULTIPLE_KEY, TASK_KEY = "ast.size_multiple", "ast.task"
+SIZE_MULTIPLE_KEY, TASK_KEY = meta.SIZE_MULTIPLE_KEY, meta.TASK_KEY
 
 
 def model_size_multiple(path, metadata, given: int | None) -> tuple[int, str]:

@@ -5,8 +5,10 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from .base import Backend
 
-class TorchBackend:
+
+class TorchBackend(Backend):
     """Runs an ``AST`` module. Thread-safe: inference mode keeps no state between calls."""
 
     name = "pytorch"
@@ -16,12 +18,9 @@ class TorchBackend:
         self.device = torch.device(device)
         self.model = model.eval().to(self.device)
         self.size_multiple = model.size_multiple
-        self.max_batch = max_batch
+        self.batch_limit = max_batch
 
-    def infer(self, batch: np.ndarray) -> np.ndarray:
+    def _infer(self, batch: np.ndarray) -> np.ndarray:
         with torch.inference_mode():
-            x = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32)).to(self.device)
+            x = torch.from_numpy(batch).to(self.device)
             return self.model(x).float().cpu().numpy()
-
-    def close(self) -> None:
-        pass

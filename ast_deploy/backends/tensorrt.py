@@ -21,9 +21,10 @@ from pathlib import Path
 import numpy as np
 
 from ..engines.cache import read_sidecar
-from ..engines.profile import ShapeProfile, format_shape
+from ..shapes import ShapeProfile, format_shape
 from ..engines.target import Target, current_target, import_tensorrt
-from .base import DEFAULT_SIZE_MULTIPLE, Backend, BackendError, ShapeError
+from ..metadata import DEFAULT_SIZE_MULTIPLE
+from .base import Backend, BackendError, ShapeError
 
 
 def explain_deserialize_failure(path, sidecar: dict | None, current: Target) -> str:

@@ -14,6 +14,7 @@ from typing import Callable
 import numpy as np
 
 from .metrics import agreement, psnr, ssim
+from .polygraphy_runner import run_both
 from .tolerances import Tolerance
 
 
@@ -102,8 +103,6 @@ class ParityReport:
 def check_parity(reference: Callable, candidate: Callable, cases: list[Case], tolerance: Tolerance, *,
                  precision: str = "fp32", names: tuple[str, str] = ("reference", "candidate")) -> ParityReport:
     """``reference`` and ``candidate`` map a float32 [1, 3, H, W] batch to its restoration."""
-    from .polygraphy_runner import run_both
-
     if not cases:
         raise ValueError("no images to compare")
     ref_outs, cand_outs, valid, _ = run_both(reference, candidate, [c.image for c in cases])

@@ -3,6 +3,7 @@ after the other, each activated once) and validates their outputs (NaN / Inf).""
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections import OrderedDict
 from typing import Callable
@@ -37,6 +38,21 @@ def function_runner(fn: Callable[[np.ndarray], np.ndarray], name: str):
     return FunctionRunner(name=name)
 
 
+@contextlib.contextmanager
+def _numpy_only_results():
+    """Polygraphy's ``IterationResult`` asks whether outputs are torch tensors to size them, and that
+    question imports torch (slow, and the ONNX / TensorRT paths must not need it): with a swap
+    threshold set (one no output reaches), the question is never asked. Restored afterwards."""
+    from polygraphy import config
+
+    saved = config.ARRAY_SWAP_THRESHOLD_MB
+    config.ARRAY_SWAP_THRESHOLD_MB = 1 << 40 if saved < 0 else saved
+    try:
+        yield
+    finally:
+        config.ARRAY_SWAP_THRESHOLD_MB = saved
+
+
 def run_both(reference: Callable, candidate: Callable, images: list[np.ndarray]):
     """Run both sides on every CHW image; return (reference outputs, candidate outputs, outputs valid?,
     seconds per image per side)."""
@@ -45,7 +61,7 @@ def run_both(reference: Callable, candidate: Callable, images: list[np.ndarray])
 
     runners = [function_runner(reference, "reference"), function_runner(candidate, "candidate")]
     feeds = [OrderedDict([(INPUT, np.ascontiguousarray(img[None], dtype=np.float32))]) for img in images]
-    with G_LOGGER.verbosity(G_LOGGER.WARNING):  # Polygraphy reports every activation at INFO
+    with G_LOGGER.verbosity(G_LOGGER.WARNING), _numpy_only_results():  # Polygraphy logs every activation at INFO
         results = Comparator.run(runners, data_loader=feeds)
         valid = Comparator.validate(results, check_inf=True, check_nan=True)
     outputs = {name: [np.asarray(it[OUTPUT])[0] for it in iterations] for name, iterations in results.items()}

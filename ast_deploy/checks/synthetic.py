@@ -30,16 +30,3 @@ def synthetic_image(height: int, width: int, seed: int = 0) -> np.ndarray:
         img += 0.25 * (np.abs(x - (offset + slope * y)) < 0.6 / width)
     img += rng.normal(0, 0.02, size=img.shape)
     return np.clip(img, 0, 1).astype(np.float32)
-
-
-def parse_sizes(text: str) -> list[tuple[int, int]]:
-    """``"256x256,512x384"`` -> ``[(256, 256), (512, 384)]`` (H x W)."""
-    sizes = []
-    for part in filter(None, (p.strip() for p in text.split(","))):
-        h, sep, w = part.lower().partition("x")
-        if not sep or not h.isdigit() or not w.isdigit() or int(h) < 16 or int(w) < 16:
-            raise ValueError(f"bad size {part!r}: write HxW with sides of at least 16 pixels, e.g. 256x384")
-        sizes.append((int(h), int(w)))
-    if not sizes:
-        raise ValueError("no sizes given: write them as HxW[,HxW...], e.g. 256x256,512x384")
-    return sizes

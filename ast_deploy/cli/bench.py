@@ -8,6 +8,10 @@ import sys
 
 import numpy as np
 
+from ..bench import benchmark, format_table
+from ..checks.synthetic import synthetic_image
+from ..fileio import atomic_write
+from ..shapes import parse_sizes
 from .common import UsageError, add_model_options, add_version, open_runner, tool_main
 
 
@@ -32,12 +36,9 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     if args.batch < 1 or args.runs < 1 or args.warmup < 0:
         p.error("--batch and --runs must be >= 1, --warmup >= 0")
-    from ..bench import benchmark, format_table
-    from ..checks.synthetic import parse_sizes, synthetic_image
-    from ..fileio import atomic_write
 
     try:
-        sizes = parse_sizes(args.sizes)
+        sizes = parse_sizes(args.sizes, min_side=16)
     except ValueError as e:
         p.error(f"--sizes: {e}")
     from ..console import Progress

@@ -6,6 +6,7 @@ import argparse
 import logging
 import sys
 
+from ..engines import PluginError, ProfileError, TensorRTNotInstalled, build_engine
 from ..engines.plugins import PLUGIN_MODES
 from .common import add_version, tool_main
 
@@ -37,7 +38,6 @@ def parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     args = parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    from ..engines import PluginError, ProfileError, TensorRTNotInstalled, build_engine
 
     try:
         path = build_engine(args.onnx, args.out, shapes=args.shapes, plugins=args.plugins,

@@ -12,7 +12,13 @@ from pathlib import Path
 
 import numpy as np
 
-from ..checks.tolerances import PRECISIONS
+from ..checks.parity import Case, CaseResult, ParityReport, check_parity
+from ..checks.report import text_table, write_json, write_junit
+from ..checks.synthetic import synthetic_image
+from ..checks.tolerances import PRECISIONS, tolerance_for
+from ..images import READABLE_SUFFIXES, read_image
+from ..recipes import load_recipe
+from ..shapes import parse_sizes
 from .common import UsageError, add_model_options, add_version, open_runner, tool_main
 
 DEFAULT_SIZES = "256x256,192x320"
@@ -40,9 +46,6 @@ def parser() -> argparse.ArgumentParser:
 
 
 def image_cases(folder: str):
-    from ..checks.parity import Case
-    from ..images import READABLE_SUFFIXES, read_image
-
     root = Path(folder)
     if not root.is_dir():
         raise UsageError(f"--images {folder}: no such folder")
@@ -71,11 +74,8 @@ def image_cases(folder: str):
 
 
 def synthetic_cases(sizes: str, seed: int):
-    from ..checks.parity import Case
-    from ..checks.synthetic import parse_sizes, synthetic_image
-
     try:
-        parsed = parse_sizes(sizes)
+        parsed = parse_sizes(sizes, min_side=16)
     except ValueError as e:
         raise UsageError(f"--sizes: {e}") from None
     return [Case(f"synthetic-{h}x{w}-seed{seed + i}", synthetic_image(h, w, seed + i)) for i, (h, w) in enumerate(parsed)]
@@ -93,8 +93,6 @@ def paired(reference, candidate):
 
 
 def write_outputs(report, args) -> None:
-    from ..checks.report import write_json, write_junit
-
     if args.report:
         write_json(report, args.report)
     if args.junit:
@@ -104,15 +102,10 @@ def write_outputs(report, args) -> None:
 @tool_main("ast-check")
 def main(argv=None) -> int:
     args = parser().parse_args(argv)
-    from ..checks.parity import check_parity
-    from ..checks.report import text_table
-    from ..checks.tolerances import tolerance_for
-    from ..recipe_lookup import task_recipe
-
     try:
         cases = (image_cases(args.images) if args.images else []) + (
             synthetic_cases(args.sizes or DEFAULT_SIZES, args.seed) if args.sizes or not args.images else [])
-        tolerance = tolerance_for(args.precision, task_recipe(args.task))
+        tolerance = tolerance_for(args.precision, load_recipe(args.task, required=False))
         reference = open_runner(args.reference, args)
         candidate = open_runner(args.candidate, args)
     except UsageError as e:
@@ -122,7 +115,6 @@ def main(argv=None) -> int:
         report = check_parity(*paired(reference, candidate), cases, tolerance, precision=args.precision,
                               names=(args.reference, args.candidate))
     except Exception as e:  # a side that crashes or refuses an image fails the gate
-        from ..checks.parity import CaseResult, ParityReport
 
         message = f"running the comparison failed: {type(e).__name__}: {e}"
         report = ParityReport(args.reference, args.candidate, args.precision, tolerance,

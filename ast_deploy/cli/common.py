@@ -13,6 +13,11 @@ import sys
 import warnings
 from pathlib import Path
 
+from ..backends import BackendError, backend_kind
+from ..engines.target import TensorRTNotInstalled
+from ..runner import Runner, check_device
+from ..shapes import parse_size
+
 EXIT_USAGE, EXIT_INTERRUPTED, EXIT_TERMINATED = 2, 130, 143
 
 GLOB_CHARS = set("*?[")
@@ -116,10 +121,16 @@ def tool_main(prog: str):
 
 def device_arg(text: str) -> str:
     """argparse type of ``--device``: cpu, cuda or cuda:N."""
-    from ..runner import check_device
-
     try:
         return check_device(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def size_arg(text: str) -> tuple[int, int]:
+    """argparse type of an ``HxW`` option (``--shape``)."""
+    try:
+        return parse_size(text)
     except ValueError as e:
         raise argparse.ArgumentTypeError(str(e)) from None
 
@@ -159,13 +170,10 @@ def load_config(text: str | None) -> dict | None:
 def open_runner(source, args: argparse.Namespace):
     """A Runner for ``source`` (checkpoint, .onnx or engine) with the task / config / protocol / device
     options; a missing or unreadable model is a UsageError."""
-    from ..backends import BackendError
-    from ..engines.target import TensorRTNotInstalled
-    from ..runner import Runner
-
     if not Path(source).exists():
         raise UsageError(f"{source}: no such file")
-    config = load_config(args.config)
+    # --config is the architecture of a checkpoint; ONNX models and engines record their own
+    config = load_config(args.config) if backend_kind(source) == "pytorch" else None
     try:
         return Runner(source, task=args.task, protocol=args.protocol, device=args.device, config=config,
                       size_multiple=getattr(args, "size_multiple", None), force=getattr(args, "force", False))

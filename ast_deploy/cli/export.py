@@ -11,12 +11,15 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
-import re
 import sys
 import time
 from pathlib import Path
 
-from .common import add_version, tool_main
+from ..demo import DEMO_NOTICE, demo_weights
+from ..export.onnx_export import DEFAULT_OPSET, MAX_OPSET, MIN_OPSET, SUPPORTED_OPSETS
+from ..metadata import export_metadata
+from ..tasks import OFFICIAL_WEIGHTS_PAGE, TASKS, get_task
+from .common import add_version, size_arg, tool_main
 
 EXIT_OK, EXIT_TOLERANCE, EXIT_USAGE, EXIT_CHECKPOINT, EXIT_EXPORT = 0, 1, 2, 3, 4
 
@@ -39,7 +42,6 @@ def resolve_weights(task, weights: str | None, random_init: bool) -> Path | None
         return Path(weights)
     if random_init:
         return None
-    from ..demo import DEMO_NOTICE, demo_weights
 
     try:
         path = demo_weights(task.name)
@@ -49,7 +51,6 @@ def resolve_weights(task, weights: str | None, random_init: bool) -> Path | None
         print(f"ast-export: no --weights given: using {DEMO_NOTICE} ({path}).\n"
               f"  The official {task.name} checkpoint is published at {task.weights_link}", file=sys.stderr)
         return path
-    from ..tasks import OFFICIAL_WEIGHTS_PAGE
 
     raise MissingWeightsError(
         f"no weights given for task {task.name!r}.\n"
@@ -58,16 +59,7 @@ def resolve_weights(task, weights: str | None, random_init: bool) -> Path | None
         f"  To try the pipeline without weights, add --random-init (the exported model is then untrained).")
 
 
-def _shape(text: str) -> tuple[int, int]:
-    m = re.fullmatch(r"\s*(\d+)\s*[xX]\s*(\d+)\s*", text)
-    if not m or int(m.group(1)) < 1 or int(m.group(2)) < 1:
-        raise argparse.ArgumentTypeError(f"bad size {text.strip()!r}: write HxW with positive integers, e.g. 512x512")
-    return int(m.group(1)), int(m.group(2))
-
-
 def _opset(text: str) -> int:
-    from ..export.onnx_export import MAX_OPSET, MIN_OPSET, SUPPORTED_OPSETS
-
     try:
         value = int(text)
     except ValueError:
@@ -88,9 +80,6 @@ def _positive(text: str) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from ..export.onnx_export import DEFAULT_OPSET, MAX_OPSET, MIN_OPSET
-    from ..tasks import TASKS
-
     p = argparse.ArgumentParser(
         prog="ast-export",
         description="Export an AST restoration model to ONNX (custom ast:: ops with standard-op fallbacks), "
@@ -104,7 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--random-init", action="store_true", help="no checkpoint: export a randomly initialised model")
     p.add_argument("--out", metavar="DIR", type=Path, help="output folder (default engines/<task>/)")
     s = p.add_mutually_exclusive_group()
-    s.add_argument("--shape", metavar="HxW", type=_shape, help="static input size (multiples of the model's size multiple)")
+    s.add_argument("--shape", metavar="HxW", type=size_arg, help="static input size (multiples of the model's size multiple)")
     s.add_argument("--dynamic", action="store_true", help="dynamic batch, height and width (the default)")
     p.add_argument("--batch", metavar="N", type=_positive,
                    help="batch of a static (--shape) export, default 1; with --dynamic the validation batch "
@@ -122,7 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
                       help="INT8 graph: symmetric Q/DQ on the inputs of Conv/MatMul/Gemm, calibrated on --calib")
     p.add_argument("--calib", metavar="DIR", type=Path,
                    help="calibration images for --fp16/--int8 (default: the demo's rainy images)")
-    p.add_argument("--recipe", metavar="PATH", type=Path, help="recipe TOML instead of export/<task>.toml")
+    p.add_argument("--recipe", metavar="PATH", type=Path, help="recipe TOML instead of the task's shipped recipe")
     p.add_argument("--arch-config", metavar="PATH", type=Path,
                    help="JSON of AST constructor keywords replacing the task's architecture "
                         "(for tests and experiments with non-released configurations)")
@@ -135,8 +124,6 @@ def _precision(args) -> str:
 
 
 def _check_args(args) -> None:
-    from ..export.onnx_export import MAX_OPSET, MIN_OPSET, SUPPORTED_OPSETS
-
     if args.calib is not None and not (args.int8 or args.fp16):
         raise UsageError("--calib only goes with --fp16 or --int8")
     if args.opset is not None and args.opset not in SUPPORTED_OPSETS:
@@ -144,31 +131,26 @@ def _check_args(args) -> None:
 
 
 def _build_model(task, args):
-    import torch
+    from ..model import CheckpointError
+    from ..model.factory import build_model
 
-    from ..model import AST, load_checkpoint
-
-    config = dict(task.architecture)
+    arch = task.name
     if args.arch_config is not None:
         try:
-            config = json.loads(Path(args.arch_config).read_text())
+            arch = json.loads(Path(args.arch_config).read_text())
         except (OSError, ValueError) as e:
             raise UsageError(f"--arch-config {args.arch_config}: {e}") from e
-        if not isinstance(config, dict):
+        if not isinstance(arch, dict):
             raise UsageError(f"--arch-config {args.arch_config} must hold a JSON object of AST keywords")
     weights = resolve_weights(task, args.weights, args.random_init)
     if weights is not None and args.weights is None and args.arch_config is None:
-        from ..demo import DEMO_CONFIG
-
-        config = dict(DEMO_CONFIG)  # the demo weights are a small AST, not the task's architecture
-    torch.manual_seed(args.seed)
+        arch = "demo"  # the demo weights are a small AST, not the task's architecture
     try:
-        model = AST(**config)
-    except (TypeError, ValueError) as e:
-        raise UsageError(f"cannot build the model from {config}: {e}") from e
-    if weights is not None:
-        load_checkpoint(model, weights)
-    return model.eval(), weights
+        return build_model(arch, weights, seed=args.seed), weights
+    except CheckpointError:
+        raise
+    except ValueError as e:  # a config AST cannot take
+        raise UsageError(str(e)) from e
 
 
 def _output_stem(task: str, shape, batch: int, custom_ops: bool) -> str:
@@ -180,11 +162,9 @@ def ast_build_command(onnx_path: Path, recipe, static_shape=None) -> str:
     """The command that builds the engine on the target, with the profile spelt out (the target may
     have no recipe file, and a --recipe PATH given here is not the task's): a static export's own
     shape (a recipe's range cannot fit a fixed input), else the recipe's profile."""
-    from ..engines.profile import profile_from_recipe
-
     if static_shape is not None:
         return f"ast-build {onnx_path} --shapes {'x'.join(str(d) for d in static_shape)}"
-    return f"ast-build {onnx_path} --shapes {profile_from_recipe(recipe)}"
+    return f"ast-build {onnx_path} --shapes {recipe.profile}"
 
 
 def _build_engine(onnx_path: Path, recipe, static_shape=None) -> None:
@@ -203,10 +183,9 @@ def _build_engine(onnx_path: Path, recipe, static_shape=None) -> None:
 
 def run(args) -> int:
     from ..console import Progress
-    from ..export import (ValidationReport, apply_precision, export_onnx, load_recipe, validate_onnx)
+    from ..export import ValidationReport, apply_precision, export_onnx, load_recipe, validate_onnx
     from ..export.onnx_export import DEFAULT_OPSET
     from ..export.precision import PrecisionNotAvailable, ensure_available
-    from ..tasks import get_task
 
     _check_args(args)
     precision = _precision(args)
@@ -246,7 +225,7 @@ def run(args) -> int:
     try:
         result = export_onnx(model, onnx_path, shape=args.shape, batch=static_batch, opset=opset,
                              custom_ops=custom, progress=on_stage,
-                             metadata={"ast.task": task.name})
+                             metadata=export_metadata(multiple, task.name))
         bar.update(1)
         bar.describe(f"ast-export {task.name}: validate (pytorch, onnxruntime)")
         report: ValidationReport = validate_onnx(model, onnx_path, shapes, recipe.tolerance("fp32"), seed=args.seed,

@@ -6,6 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from ..images import READABLE_SUFFIXES, restore_file
 from ..outputs import OutputError, plan_outputs
 from .common import UsageError, add_model_options, add_version, expand_inputs, open_runner, tool_main
 
@@ -35,7 +36,6 @@ def parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     args = parser().parse_args(argv)
     from ..console import Progress
-    from ..images import READABLE_SUFFIXES, restore_file
 
     inputs, failures = expand_inputs(args.inputs, READABLE_SUFFIXES)
     outdir = Path(args.out)

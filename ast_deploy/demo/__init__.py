@@ -6,13 +6,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from ..model.configs import AST_DEMO as DEMO_CONFIG  # the demo model's architecture, ARCHITECTURES["demo"]
+
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 CALIBRATION_DIR = Path(__file__).resolve().parent / "calib"
 
-# img_size=64 makes the size multiple 64 (not the released models' 128) so that training runs on
-# 64x64 crops; the bottleneck is kept shallow because its 128 channels hold most of the parameters.
-DEMO_CONFIG = dict(img_size=64, embed_dim=8, depths=[2, 2, 1, 1, 1, 1, 2, 2, 2], win_size=8,
-                   mlp_ratio=2.0, token_mlp="frfn")
 
 DEMO_NOTICE = "demo weights trained on synthetic rain, not the paper's"
 
@@ -43,9 +41,9 @@ def demo_info(task: str = "derain") -> dict:
 
 def build_demo_model(task: str = "derain"):
     """The demo AST with its weights loaded strictly, in eval mode."""
-    from ..model import AST, load_checkpoint
+    from ..model.factory import build_model  # imports torch: only when a model is built
 
-    return load_checkpoint(AST(**DEMO_CONFIG), demo_weights(task)).eval()
+    return build_model("demo", weights=demo_weights(task))
 
 
 __all__ = ["DEMO_CONFIG", "DEMO_NOTICE", "build_demo_model", "calibration_images", "demo_info", "demo_weights"]

@@ -10,6 +10,11 @@ from pathlib import Path
 
 import numpy as np
 
+from ..checks.metrics import psnr
+from . import build_demo_model
+from .pairs import held_out_pairs
+from .train import restore
+
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -20,10 +25,6 @@ def main(argv: list[str] | None = None) -> int:
 
     from PIL import Image, ImageDraw
 
-    from . import build_demo_model
-    from ..checks.metrics import psnr
-    from .pairs import held_out_pairs
-    from .train import restore
 
     model = build_demo_model()
     rows = []

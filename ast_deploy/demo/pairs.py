@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .images import HELD_OUT, center_crop, load_photo
+from .photos import HELD_OUT, TRAIN_COLOUR, center_crop, load_photo
 from .rain import add_rain
 
 HELD_OUT_SEED = 2024  # held-out pair i uses seed HELD_OUT_SEED + i
@@ -51,7 +51,6 @@ def write_calibration_images(folder, count: int = 8, size: int = 128, seed: int 
 
     from PIL import Image
 
-    from .images import TRAIN_COLOUR
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)

@@ -20,6 +20,12 @@ from pathlib import Path
 
 import numpy as np
 
+from ..checks.metrics import psnr
+from ..model import AST, load_checkpoint
+from . import DEMO_CONFIG
+from .pairs import held_out_pairs, random_crop_pair
+from .photos import TRAIN, TRAIN_COLOUR, load_photo
+
 
 def restore(model, rainy: np.ndarray) -> np.ndarray:
     """Run the model on one [H, W, 3] image (sides multiples of ``model.size_multiple``)."""
@@ -31,9 +37,6 @@ def restore(model, rainy: np.ndarray) -> np.ndarray:
 
 
 def evaluate_held_out(model, multiple: int) -> dict:
-    from ..checks.metrics import psnr
-    from .pairs import held_out_pairs
-
     rows = []
     for name, rainy, clean in held_out_pairs(multiple):
         rows.append(dict(image=name, size=list(clean.shape[:2]), rainy_psnr=round(psnr(rainy, clean), 3),
@@ -57,10 +60,6 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from ..model import AST
-    from . import DEMO_CONFIG
-    from .images import TRAIN, TRAIN_COLOUR, load_photo
-    from .pairs import random_crop_pair
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
@@ -68,8 +67,6 @@ def main(argv: list[str] | None = None) -> int:
     model = AST(**DEMO_CONFIG)
     previous = {}
     if args.resume:
-        from ..model import load_checkpoint
-
         load_checkpoint(model, args.resume)
         record_path = Path(args.resume).with_suffix(".json")
         previous = json.loads(record_path.read_text()) if record_path.is_file() else {}

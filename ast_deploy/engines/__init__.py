@@ -2,7 +2,7 @@
 
 from .build import build_engine
 from .plugins import PluginError
-from .profile import ProfileError, ShapeProfile
+from ..shapes import ProfileError, ShapeProfile
 from .target import TensorRTNotInstalled
 
 __all__ = ["PluginError", "ProfileError", "ShapeProfile", "TensorRTNotInstalled", "build_engine"]

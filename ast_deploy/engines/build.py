@@ -12,11 +12,11 @@ import os
 import time
 from pathlib import Path
 
-from ..recipe_lookup import RecipeUnavailable, task_recipe
+from ..recipes import RecipeError, load_recipe
 from .cache import cache_key, default_engine_path, is_cached, sidecar_content, write_engine
 from .onnx_info import OnnxInfo, inspect_onnx
 from .plugins import resolve_plugins
-from .profile import ProfileError, ShapeProfile, profile_from_recipe
+from ..shapes import ProfileError, ShapeProfile
 from .target import current_target, import_tensorrt
 
 log = logging.getLogger(__name__)
@@ -30,8 +30,8 @@ def _recipe(recipe, task: str | None):
     if recipe is not None and not isinstance(recipe, str):
         return recipe
     try:
-        return task_recipe(recipe or task, required=recipe is not None)
-    except RecipeUnavailable as e:
+        return load_recipe(recipe or task, required=recipe is not None)
+    except RecipeError as e:
         raise ProfileError(str(e)) from None
 
 
@@ -44,7 +44,7 @@ def resolve_profile(info: OnnxInfo, shapes=None, recipe=None) -> ShapeProfile:
     elif info.is_static:
         profile = ShapeProfile.static(info.input_dims)
     else:
-        profile = profile_from_recipe(_recipe(recipe, info.task))
+        profile = getattr(_recipe(recipe, info.task), "profile", None)
         if profile is None:
             if not info.is_static:
                 dims = "x".join("?" if d is None else str(d) for d in info.input_dims)

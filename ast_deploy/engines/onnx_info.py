@@ -7,9 +7,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..backends.base import DEFAULT_SIZE_MULTIPLE
-
-PLUGIN_NAMESPACE = "ast"
+from .. import metadata as meta
+from ..ops.names import PLUGIN_NAMESPACE
 
 
 def file_sha256(*paths: str | os.PathLike, chunk: int = 1 << 20) -> str:
@@ -44,11 +43,11 @@ class OnnxInfo:
 
     @property
     def size_multiple(self) -> int:
-        return int(self.metadata.get("ast.size_multiple", DEFAULT_SIZE_MULTIPLE))
+        return meta.size_multiple(self.metadata)
 
     @property
     def task(self) -> str | None:
-        return self.metadata.get("ast.task")
+        return meta.task(self.metadata)
 
     @property
     def is_static(self) -> bool:

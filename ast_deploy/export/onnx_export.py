@@ -15,7 +15,8 @@ import onnx
 import torch
 
 from ..fileio import atomic_write
-from . import custom_ops as _custom_ops
+from ..metadata import export_metadata
+from . import custom_nodes as _custom_nodes
 from .cleanup import GraphStats, check_graph, clean_graph
 from .fusions import legalize_split_for_opset17, split_gated_linear
 
@@ -98,7 +99,7 @@ def export_onnx(model: torch.nn.Module, path: str | os.PathLike, *, shape: tuple
     ``shape=None`` (default) gives dynamic batch, H and W (each side a multiple of
     ``model.size_multiple``); ``shape=(H, W)`` with ``batch`` gives a static-shape graph.
     ``custom_ops`` emits ``ast::AdaptiveSparseAttention[Shifted]`` / ``ast::PartialConv`` nodes
-    with their local functions (see :mod:`ast_deploy.export.custom_ops`); otherwise the graph holds
+    with their local functions (see :mod:`ast_deploy.export.custom_nodes`); otherwise the graph holds
     standard ONNX ops only. The graph is constant-folded, cleaned, shape-inferred, rewritten by
     :mod:`ast_deploy.export.fusions` (``fuse``) and checked before it is written (atomically).
     The model's metadata records ``ast.size_multiple`` (what the backends pad to) and ``metadata``
@@ -132,7 +133,7 @@ def export_onnx(model: torch.nn.Module, path: str | os.PathLike, *, shape: tuple
     start = time.perf_counter()
     report("torch.onnx.export")
     try:
-        with _quiet_exporter(), ops_impl(model, _custom_ops.IMPL_NAME if custom_ops else "reference"):
+        with _quiet_exporter(), ops_impl(model, _custom_nodes.IMPL_NAME if custom_ops else "reference"):
             program = torch.onnx.export(
                 model, (example,), dynamo=True, input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
                 opset_version=opset, dynamic_shapes=dynamic_shapes, external_data=False, optimize=True,
@@ -147,10 +148,10 @@ def export_onnx(model: torch.nn.Module, path: str | os.PathLike, *, shape: tuple
     start = time.perf_counter()
     report("clean-up")
     if custom_ops:
-        _custom_ops.attach_functions(proto)
+        _custom_nodes.attach_functions(proto)
     proto = clean_graph(proto, rewrites=[legalize_split_for_opset17] + ([split_gated_linear] if fuse else []))
     _name_dynamic_axes(proto, input_shape)
-    onnx.helper.set_model_props(proto, {"ast.size_multiple": str(multiple), **(metadata or {})})
+    onnx.helper.set_model_props(proto, {**export_metadata(multiple), **(metadata or {})})
     stats = check_graph(proto)
     seconds["cleanup"] = time.perf_counter() - start
 

@@ -56,7 +56,7 @@ def apply_precision(onnx_path: str | os.PathLike, precision: str, *, recipe=None
         return Path(onnx_path)
     from ..precision.pipeline import make_precision
 
-    min_psnr = recipe.tolerance(precision).psnr_db if recipe is not None else None
+    min_psnr = recipe.tolerance(precision).psnr_min if recipe is not None else None
     path, _ = make_precision(onnx_path, precision, calib_dir=calib_dir, size_multiple=size_multiple,
                              min_psnr=min_psnr, log=lambda line: print(line, file=sys.stderr))
     return path

@@ -19,7 +19,8 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from .recipes import Tolerance
+from ..checks.tolerances import Tolerance
+from ..fileio import atomic_write
 
 Shape = tuple[int, int, int, int]
 
@@ -55,8 +56,6 @@ class ValidationReport:
         return d
 
     def save(self, path: str | os.PathLike) -> Path:
-        from ..fileio import atomic_write
-
         return atomic_write(path, json.dumps(self.to_dict(), indent=2, allow_nan=False) + "\n")
 
     def table(self) -> str:
@@ -67,7 +66,7 @@ class ValidationReport:
             psnr = "inf" if c.psnr_db == float("inf") else f"{c.psnr_db:.1f}"
             lines.append(f"{'x'.join(map(str, c.shape)):<20} {c.max_abs:>10.2e} {c.max_rel:>10.2e} {psnr:>9} "
                          f"{c.torch_ms:>9.0f} {c.onnx_ms:>9.0f}  {'ok' if c.passed else 'FAIL'}")
-        lines.append(f"tolerance ({self.precision}): PSNR >= {tol.psnr_db:g} dB, max rel <= {tol.max_rel:g}"
+        lines.append(f"tolerance ({self.precision}): PSNR >= {tol.psnr_min:g} dB, max rel <= {tol.max_rel:g}"
                      f" -> {'PASS' if self.passed else 'FAIL'}")
         return "\n".join(lines)
 
@@ -141,7 +140,7 @@ def validate_onnx(model: torch.nn.Module, onnx_path: str | os.PathLike, shapes: 
     feeds = [OrderedDict([(input_name, x)]) for x in random_inputs(shapes, seed)]
 
     results = Comparator.run([torch_runner, ort_runner], data_loader=feeds)
-    accuracy = Comparator.compare_accuracy(results, compare_func=PsnrCompareFunc(psnr_threshold=tolerance.psnr_db))
+    accuracy = Comparator.compare_accuracy(results, compare_func=PsnrCompareFunc(psnr_threshold=tolerance.psnr_min))
     psnr_per_iter = accuracy[0][(torch_runner.name, ort_runner.name)]
 
     report = ValidationReport(os.fspath(onnx_path), precision, asdict(tolerance))

@@ -11,7 +11,8 @@ from collections.abc import Mapping
 import torch
 import torch.nn as nn
 
-from .configs import ARCHITECTURES
+from .ast import AST
+from .configs import ARCHITECTURES, RELEASED
 
 
 class CheckpointError(ValueError):
@@ -88,8 +89,6 @@ def guess_architecture(state_dict: Mapping[str, torch.Tensor], candidates: Mappi
                        ) -> str | None:
     """Name of the architecture (among ``candidates``, default the released ones) whose keys and
     shapes the state dict has, if any."""
-    from .ast import AST
-
     shapes = {k: tuple(v.shape) for k, v in state_dict.items()}
     for name, config in (ARCHITECTURES if candidates is None else candidates).items():
         with torch.device("meta"):
@@ -124,7 +123,8 @@ def load_state_dict_strict(model: nn.Module, state_dict: Mapping[str, torch.Tens
     problems = describe_mismatch(model, state_dict)
     if problems:
         arch = guess_architecture(state_dict)
-        hint = (f"The file looks like the released {arch} ({ARCHITECTURES[arch]}): build the model with that configuration."
+        kind = "released " if arch in RELEASED else ""
+        hint = (f"The file looks like the {kind}{arch} ({ARCHITECTURES[arch]}): build the model with that configuration."
                 if arch else "It matches no released architecture (AST_B, AST_T): check the configuration it was trained with.")
         raise CheckpointError(f"checkpoint {os.fspath(path)!r} does not fit this model:\n{problems}\n{hint}")
     model.load_state_dict(state_dict, strict=True)

@@ -14,11 +14,7 @@ from __future__ import annotations
 
 from .kernel_specs import AssaSpec, PartialConvSpec
 
-NAMESPACE = "ast"
-ASSA = "AdaptiveSparseAttention"
-ASSA_SHIFTED = "AdaptiveSparseAttentionShifted"
-PARTIAL_CONV = "PartialConv"
-PLUGIN_VERSION = "1"
+from .names import ASSA_OP as ASSA, ASSA_SHIFTED_OP as ASSA_SHIFTED, PARTIAL_CONV_OP as PARTIAL_CONV, PLUGIN_NAMESPACE as NAMESPACE, PLUGIN_VERSION  # noqa: E501, F401
 
 
 def plugin_id(name: str) -> str:

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..demo import calibration_images
+
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm")
 
 
@@ -85,8 +87,6 @@ def load_calibration(folder: str | os.PathLike, multiple: int, *, max_side: int 
 
 def default_calibration_folder() -> Path:
     """The rainy demo images shipped with the package (crops of the training photographs)."""
-    from ..demo import calibration_images
-
     return calibration_images()
 
 

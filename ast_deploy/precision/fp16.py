@@ -21,7 +21,9 @@ import onnx
 from onnx import TensorProto, defs, helper, numpy_helper
 
 from .graph import FLOAT_TYPES, attribute, local_functions
+from .overflow import fp16_overflow_report
 from .ranges import Ranges, collect_ranges, load_model
+from .validate import compare_models
 
 FP16_MAX = 65504.0
 DEFAULT_THRESHOLD = 2.0 ** 14
@@ -273,8 +275,6 @@ def convert_fp16(onnx_in: str | os.PathLike | onnx.ModelProto, onnx_out: str | o
 
     ``calib`` is a :class:`CalibrationSet`; ``validate`` an optional list of validation cases
     (see :mod:`.validate`) for PSNR against the FP32 model in onnxruntime."""
-    from .overflow import fp16_overflow_report
-
     model = load_model(onnx_in)
     ranges = collect_ranges(model, calib, use_cache=use_cache)
     decisions = plan_fp16(model, ranges, threshold=threshold, fp32_op_types=fp32_op_types,
@@ -297,7 +297,5 @@ def convert_fp16(onnx_in: str | os.PathLike | onnx.ModelProto, onnx_out: str | o
         overflow=fp16_overflow_report(model, ranges, decisions=decisions),
     )
     if validate is not None:
-        from .validate import compare_models
-
         report["validation"] = compare_models(model, converted, validate)
     return report

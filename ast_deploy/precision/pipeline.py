@@ -10,6 +10,9 @@ from typing import Callable
 
 from ..fileio import atomic_write
 from .calibration import default_calibration_folder, load_calibration
+from .fp16 import convert_fp16
+from .int8 import quantize_int8
+from .validate import demo_cases, folder_cases
 
 DEFAULT_MIN_PSNR = {"fp16": 45.0, "int8": 35.0}  # dB vs FP32; recipes override
 
@@ -17,8 +20,6 @@ DEFAULT_MIN_PSNR = {"fp16": 45.0, "int8": 35.0}  # dB vs FP32; recipes override
 def validation_cases(calib, multiple: int, log: Callable[[str], None]):
     """The demo's held-out rainy/clean pairs when scikit-image is installed, else the calibration
     images themselves (no ground truth then, and not held out: said in the log)."""
-    from .validate import demo_cases, folder_cases
-
     try:
         return demo_cases(multiple, max(256, multiple)), "demo held-out pairs"
     except ImportError:
@@ -30,9 +31,6 @@ def validation_cases(calib, multiple: int, log: Callable[[str], None]):
 def make_precision(onnx_path: str | os.PathLike, precision: str, *, calib_dir: str | os.PathLike | None = None,
                    size_multiple: int = 128, min_psnr: float | None = None, out_path: str | os.PathLike | None = None,
                    log: Callable[[str], None] = print) -> tuple[Path, dict]:
-    from .fp16 import convert_fp16
-    from .int8 import quantize_int8
-
     if precision not in ("fp16", "int8"):
         raise ValueError(f"precision must be 'fp16' or 'int8', not {precision!r}")
     onnx_path = Path(onnx_path)

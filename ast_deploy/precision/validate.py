@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..checks import metrics
+from ..demo.pairs import held_out_pairs
 from .ranges import load_model, ort_session
 
 
@@ -27,8 +28,6 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
 
 def demo_cases(multiple: int, max_side: int = 256) -> list[Case]:
     """Held-out rainy/clean pairs of the demo (photographs never trained on)."""
-    from ..demo.pairs import held_out_pairs
-
     return [Case(name, rainy.transpose(2, 0, 1)[None].copy(), clean.transpose(2, 0, 1)[None].copy())
             for name, rainy, clean in held_out_pairs(multiple, max_side)]
 

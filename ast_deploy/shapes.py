@@ -1,24 +1,62 @@
-"""Optimization profiles: the min / opt / max input shapes a TensorRT engine is built for."""
+"""Sizes and shapes, spelt one way across the tools.
+
+- an image size is ``HxW`` (``--shape``, ``--sizes``); a list of sizes is ``HxW,HxW``;
+- a TensorRT profile is ``BxCxHxW:BxCxHxW:BxCxHxW`` (MIN:OPT:MAX, ``--shapes``): ``ShapeProfile``;
+- a backend's accepted range is a ``ShapeRange`` ``((min B, H, W), (max B, H, W))``.
+
+``parse_size`` / ``parse_sizes`` / ``parse_shape`` share one parser of ``x``-separated positive
+integers and raise ``ValueError`` with a message that says how to write the value.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
 
 Shape = tuple[int, int, int, int]
+Size = tuple[int, int]
+
+# ((min_batch, min_h, min_w), (max_batch, max_h, max_w)); None in the max tuple: unbounded.
+ShapeRange = tuple[tuple[int, int, int], tuple["int | None", "int | None", "int | None"]]
 
 
 class ProfileError(ValueError):
     """A shape profile that cannot be built (bad syntax, wrong order, sizes the model cannot take)."""
 
 
+def _parse_dims(text: str, count: int, min_value: int = 1) -> tuple[int, ...] | None:
+    """``"AxBx..."`` with exactly ``count`` integers >= ``min_value`` (spaces and ``X`` allowed), else None."""
+    parts = str(text).strip().lower().split("x")
+    if len(parts) != count or not all(p.strip().isdigit() for p in parts):
+        return None
+    dims = tuple(int(p) for p in parts)
+    return dims if min(dims) >= min_value else None
+
+
+def parse_size(text: str, min_side: int = 1) -> Size:
+    """``"512x384"`` -> ``(512, 384)`` (H x W); sides must be integers of at least ``min_side``."""
+    dims = _parse_dims(text, 2, max(1, min_side))
+    if dims is None:
+        least = "positive integers" if min_side <= 1 else f"sides of at least {min_side} pixels"
+        raise ValueError(f"bad size {str(text).strip()!r}: write HxW with {least}, e.g. 512x384")
+    return dims
+
+
+def parse_sizes(text: str, min_side: int = 1) -> list[Size]:
+    """``"256x256,512x384"`` -> ``[(256, 256), (512, 384)]``."""
+    sizes = [parse_size(part, min_side) for part in str(text).split(",") if part.strip()]
+    if not sizes:
+        raise ValueError("no sizes given: write them as HxW[,HxW...], e.g. 256x256,512x384")
+    return sizes
+
+
+def format_size(size) -> str:
+    return "x".join(str(int(d)) for d in size)
+
+
 def parse_shape(text: str) -> Shape:
     """``"1x3x512x512"`` -> ``(1, 3, 512, 512)``."""
-    try:
-        dims = tuple(int(part) for part in text.strip().lower().split("x"))
-    except ValueError:
-        dims = ()
-    if len(dims) != 4 or min(dims) <= 0:
+    dims = _parse_dims(text, 4)
+    if dims is None:
         raise ProfileError(f"bad shape {text!r}: write BxCxHxW with positive integers, e.g. 1x3x512x512")
     return dims
 
@@ -83,25 +121,15 @@ class ShapeProfile:
         return ":".join(format_shape(s) for s in (self.min, self.opt, self.max))
 
 
-def profile_from_recipe(recipe) -> ShapeProfile | None:
-    """The profile a task recipe declares, or None. Accepts the recipe as a mapping or an object with a
-    ``profile`` (or ``shapes``) entry that is either ``"MIN:OPT:MAX"`` or ``{min, opt, max}`` with each
-    shape a ``"1x3x128x128"`` string or a list of ints."""
-    if recipe is None:
-        return None
-    entry = None
-    for key in ("profile", "shapes"):
-        entry = recipe.get(key) if isinstance(recipe, Mapping) else getattr(recipe, key, None)
-        if entry is not None:
-            break
-    if entry is None:
-        return None
-    if isinstance(entry, ShapeProfile):
-        return entry
-    if isinstance(entry, str):
-        return ShapeProfile.parse(entry)
-    get = entry.get if isinstance(entry, Mapping) else lambda k: getattr(entry, k, None)
-    shapes = [get(k) for k in ("min", "opt", "max")]
-    if any(s is None for s in shapes):
-        raise ProfileError(f"the recipe's profile needs min, opt and max shapes, got {entry!r}")
-    return ShapeProfile(*(parse_shape(s) if isinstance(s, str) else tuple(int(d) for d in s) for s in shapes))
+def shape_in_range(bhw: tuple[int, int, int], shape_range: ShapeRange) -> bool:
+    low, high = shape_range
+    return all(lo <= v and (hi is None or v <= hi) for v, lo, hi in zip(bhw, low, high))
+
+
+def format_shape_range(shape_range: ShapeRange) -> str:
+    (b0, h0, w0), (b1, h1, w1) = shape_range
+
+    def span(lo, hi):
+        return str(lo) if lo == hi else f"{lo}..{'any' if hi is None else hi}"
+
+    return f"batch {span(b0, b1)}, H {span(h0, h1)}, W {span(w0, w1)}"

@@ -34,15 +34,10 @@ from onnx import AttributeProto, FunctionProto, NodeProto, TensorProto, helper
 
 from ..ops import ASSA_IMPLS, PARTIAL_CONV_IMPLS, assa_reference, partial_conv_reference
 
-DOMAIN = "ast"
-PLUGIN_NAMESPACE = "ast"
-PLUGIN_VERSION = "1"
-FUNCTION_VERSION = 1  # opset version of domain "ast" that the model imports
+from ..ops.names import (ASSA_OP, ASSA_SHIFTED_OP, DOMAIN, OP_TYPES, PARTIAL_CONV_OP, PLUGIN_NAMESPACE,
+                         PLUGIN_VERSION)
 
-ASSA_OP = "AdaptiveSparseAttention"
-ASSA_SHIFTED_OP = "AdaptiveSparseAttentionShifted"
-PARTIAL_CONV_OP = "PartialConv"
-OP_TYPES = (ASSA_OP, ASSA_SHIFTED_OP, PARTIAL_CONV_OP)
+FUNCTION_VERSION = 1  # opset version of domain "ast" that the model imports
 
 IMPL_NAME = "onnx"
 

@@ -1,0 +1,35 @@
+"""What an exported ONNX says about itself: ``metadata_props`` keys written by the exporter and read
+by the backends and the engine builder (the engine's sidecar keeps the same facts)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+SIZE_MULTIPLE_KEY = "ast.size_multiple"  # H and W must be multiples of it
+TASK_KEY = "ast.task"  # the task the model was exported for (optional)
+
+DEFAULT_SIZE_MULTIPLE = 128  # every released AST takes H and W in multiples of 128
+
+
+def size_multiple(metadata: Mapping[str, str], default: int = DEFAULT_SIZE_MULTIPLE) -> int:
+    """The model's size multiple from its metadata (``default`` when absent)."""
+    value = metadata.get(SIZE_MULTIPLE_KEY)
+    if value is None:
+        return default
+    try:
+        multiple = int(value)
+    except (TypeError, ValueError):
+        multiple = 0
+    if multiple < 1:
+        raise ValueError(f"metadata {SIZE_MULTIPLE_KEY} = {value!r} is not a positive integer")
+    return multiple
+
+
+def task(metadata: Mapping[str, str]) -> str | None:
+    """The task named in the metadata, or None."""
+    return metadata.get(TASK_KEY) or None
+
+
+def export_metadata(multiple: int, task_name: str | None = None) -> dict[str, str]:
+    """The metadata an export writes."""
+    return {SIZE_MULTIPLE_KEY: str(int(multiple)), **({TASK_KEY: task_name} if task_name else {})}
