@@ -304,14 +304,15 @@ def test_every_pil_mode_works_like_its_8_bit_rgb_twin_or_is_refused_by_name(tmp_
             out = np.asarray(runner(image), np.int16)
             assert out.shape == (16, 24, 3) and np.abs(out - twin).max() == 0, mode
             if mode not in ("1", "L", "LA", "La", "P", "PA"):  # colour modes keep the colours
-                tol = {"LAB": 6, "HSV": 5, "YCbCr": 3}.get(mode, 1)  # Pillow's round trips lose a few levels
-                assert np.abs(out - np.asarray(rgb, np.int16)).max() <= tol, mode
+                # Pillow's round trips through LAB / HSV / YCbCr lose a few levels (LAB more for random colours
+                # outside its gamut handling); the picture is the same on average.
+                error = np.abs(out - np.asarray(rgb, np.int16))
+                assert error.mean() <= 1.5 and error.max() <= {"LAB": 32, "HSV": 6, "YCbCr": 3}.get(mode, 1), mode
         # 16-bit grayscale: the 8-bit gray twin scaled by 257, read at full precision (not near-white).
         for mode in SIXTEEN_BIT_MODES:
             wide = gray.astype(np.uint16) * 257
-            image = Image.fromarray(wide).convert(mode) if mode != "I" else Image.fromarray(wide.astype(np.int32))
-            if mode == "I;16B":
-                image = Image.frombytes("I;16B", image.size, wide.astype(">u2").tobytes())
+            layout = {"I;16": "<u2", "I;16L": "<u2", "I;16B": ">u2", "I;16N": "=u2", "I": "=i4"}[mode]
+            image = Image.frombytes(mode, (24, 16), wide.astype(layout).tobytes())
             assert image.mode == mode
             out = np.asarray(runner(image), np.int16)
             np.testing.assert_allclose(out, np.repeat(gray[..., None], 3, -1), atol=1, err_msg=mode)
