@@ -79,7 +79,7 @@ class Runner:
                 raise ValueError(f"{source}: a model without ast-export metadata needs its protocol: give --task "
                                  f"or --protocol (e.g. pad:{self.backend.size_multiple})")
             else:
-                protocol = f"pad:{self.backend.size_multiple}"
+                protocol = getattr(self.backend, "default_protocol", None) or f"pad:{self.backend.size_multiple}"
         self.protocol = parse_protocol(protocol)
         self.protocol.check(self.backend.size_multiple)
 
@@ -99,7 +99,10 @@ class Runner:
             raise ValueError(f"expected a [B, 3, H, W] batch, got shape {x.shape}")
         check_finite(x)
         h, w = x.shape[2:]
-        return self.protocol_for(h, w, protocol).run(np.ascontiguousarray(x, dtype=np.float32), self._infer)
+        plan = self.protocol_for(h, w, protocol)
+        if getattr(self.backend, "applies_protocol", False):  # a server: it runs the plan on whole images
+            return self.backend.run_protocol(np.ascontiguousarray(x, dtype=np.float32), plan)
+        return plan.run(np.ascontiguousarray(x, dtype=np.float32), self._infer)
 
     def __call__(self, x):
         """Restore an image or a batch, returned as the same kind it came as:

@@ -1,26 +1,25 @@
 """TensorRT plugin logic without TensorRT, PTX generation without a GPU, and (marked) the real plugins.
 
 - descriptor functions (names, output rule, type combinations, launch grid, scalar arguments);
-- the registration code driven through a stand-in ``tensorrt.plugin`` that enforces the documented
-  decorator schemas (it catches annotations that are strings, wrong argument lists, ...);
+- the registration code driven through NVIDIA's real ``tensorrt.plugin`` of TensorRT 10.9, 10.13,
+  11.1 and 11.4 (``tests/trt_qdp.py``: downloaded bindings wheels, a stand-in only for the compiled
+  core), called as onnx-tensorrt and the builder call it, up to real Triton PTX;
 - PTX for sm_87 / sm_90 via the ``build_ptx`` CLI, in a subprocess without TRITON_INTERPRET (Triton
   runs a process in one mode), assembled by the ptxas that ships with Triton;
 - ``@pytest.mark.tensorrt`` (and ``gpu``) tests of the real plugins, skipped where TensorRT is absent.
 """
 
-import inspect
 import json
 import os
 import subprocess
 import sys
-import types
 import typing
 from pathlib import Path
 
 import pytest
 import torch
 
-from ast_deploy.ops import plugin_descriptors as pd
+from ast_deploy.engines import plugin_rules as pd
 from ast_deploy.ops.kernel_specs import AssaSpec, PartialConvSpec
 
 REPO = Path(__file__).resolve().parents[1]
@@ -156,7 +155,7 @@ def test_finalize_ptx_renames_and_drops_unused_hidden_params():
 
 
 def test_model_specs_cover_every_level():
-    from ast_deploy.ops.build_ptx import model_specs
+    from ast_deploy.cli.build_ptx import model_specs
 
     specs = model_specs(TINY_CONFIG, ("fp16",))
     assa = [s for s in specs if isinstance(s, AssaSpec)]
@@ -172,7 +171,7 @@ def test_model_specs_cover_every_level():
 
 
 def test_register_plugins_without_tensorrt_is_false_and_repeatable():
-    from ast_deploy.ops import trt_plugins
+    from ast_deploy.engines import trt_plugins
 
     try:
         import tensorrt.plugin  # noqa: F401
@@ -187,7 +186,7 @@ def test_package_imports_without_triton_or_tensorrt():
     code = """
 import sys
 sys.modules["triton"] = None  # import triton -> ImportError
-import ast_deploy, ast_deploy.model, ast_deploy.ops.trt_plugins as t, ast_deploy.ops.plugin_descriptors
+import ast_deploy, ast_deploy.model, ast_deploy.engines.trt_plugins as t, ast_deploy.engines.plugin_rules
 from ast_deploy.ops import ASSA_IMPLS, get_impl
 assert t.register_plugins() is False
 try:
@@ -200,187 +199,246 @@ except RuntimeError as e:
     assert "clear error: the 'triton' kernels need the triton package" in proc.stdout
 
 
-class FakeExpr:
-    """A shape expression: an int (build-time constant) or a symbol, with TensorRT's arithmetic."""
+# ---------------------------------------------------------------- NVIDIA's real tensorrt.plugin
+#
+# The QDP layer of TensorRT 10.9, 10.13, 11.1 and 11.4 (tests/trt_qdp.py downloads the bindings wheels
+# into a cache and loads their tensorrt/plugin/ on a stand-in for the compiled core), driven the way
+# onnx-tensorrt and the builder call it. Skipped with a reason when the wheels cannot be downloaded.
 
-    is_fake = False
+import numpy as np  # noqa: E402
+from onnx import helper  # noqa: E402
 
-    def __init__(self, value):
-        self.value = value
+import trt_qdp  # noqa: E402
 
-    @property
-    def is_constant(self):
-        return isinstance(self.value, int)
-
-    def constant_value(self):
-        assert self.is_constant
-        return self.value
-
-    def _op(self, sym, other):
-        other = other.value if isinstance(other, FakeExpr) else other
-        if isinstance(self.value, int) and isinstance(other, int):
-            return FakeExpr(eval(f"{self.value}{sym}{other}"))
-        return FakeExpr(f"({self.value}{sym}{other})")
-
-    def __add__(self, other):
-        return self._op("+", other)
-
-    def __mul__(self, other):
-        return self._op("*", other)
-
-    def __floordiv__(self, other):
-        return self._op("//", other)
-
-    def __repr__(self):
-        return f"E({self.value})"
+ATTRS = {"plugin_namespace": "ast", "plugin_version": "1", "aot": 1}  # what the exporter writes
 
 
-class FakeDesc:
-    def __init__(self, shape=(), dtype="FLOAT"):
-        self.shape_expr = [FakeExpr(d) for d in shape]
-        self.dtype = types.SimpleNamespace(name=dtype)
+def ast_node(op, num_inputs, **attrs):
+    from ast_deploy.export import custom_nodes as custom_ops
 
-    def like(self):
-        return FakeDesc([e.value for e in self.shape_expr], self.dtype.name)
+    assert custom_ops._PLUGIN_ATTRS == ATTRS  # the exporter's attributes, checked, not assumed
+    return helper.make_node(op, [f"i{k}" for k in range(num_inputs)], ["y"], domain="ast", **attrs, **ATTRS)
 
 
-def make_fake_trtp():
-    """A stand-in for ``tensorrt.plugin`` enforcing its documented decorator schemas."""
-    trtp = types.ModuleType("tensorrt.plugin")
-    trtp.TensorDesc = FakeDesc
-    registry = {}
+@pytest.fixture(params=trt_qdp.VERSIONS)
+def qdp(request, monkeypatch):
+    from ast_deploy.engines import trt_plugins
 
-    class SymExprs(list):
-        pass
-
-    class SymIntExprs(SymExprs):
-        def __init__(self, n):
-            super().__init__([None] * n)
-
-    class KernelLaunchParams(types.SimpleNamespace):
-        pass
-
-    class AutoTuneCombination:
-        def __init__(self, io_types, layouts):
-            self.io_types, self.layouts = io_types, layouts
-
-    trtp.SymExprs, trtp.SymIntExprs, trtp.KernelLaunchParams = SymExprs, SymIntExprs, KernelLaunchParams
-    trtp.AutoTuneCombination = AutoTuneCombination
-    trtp.SymInt32 = lambda value: ("i32", value)
-    trtp.op = types.SimpleNamespace()
-
-    def params(fn):
-        sig = inspect.signature(fn)
-        for p in sig.parameters.values():
-            assert not isinstance(p.annotation, str), f"{fn.__name__}: annotation of {p.name} is a string"
-            assert p.default is inspect.Parameter.empty and p.kind is p.POSITIONAL_OR_KEYWORD
-        return sig
-
-    def register(plugin_id):
-        def deco(fn):
-            sig = params(fn)
-            tensors = [n for n, p in sig.parameters.items() if p.annotation is FakeDesc]
-            attrs = {n: p.annotation for n, p in sig.parameters.items() if p.annotation is not FakeDesc}
-            assert list(sig.parameters)[: len(tensors)] == tensors, "tensors first, then attributes"
-            assert all(t in (int, float, str, bool, bytes) for t in attrs.values())
-            assert sig.return_annotation is FakeDesc
-            assert plugin_id not in registry, f"{plugin_id} registered twice"
-            registry[plugin_id] = dict(register=fn, tensors=tensors, attrs=attrs)
-            ns, name = plugin_id.split("::")
-            setattr(trtp.op, ns, getattr(trtp.op, ns, types.SimpleNamespace()))
-            setattr(getattr(trtp.op, ns), name, registry[plugin_id])
-            return fn
-        return deco
-
-    def follower(kind, tail):
-        def decorator(plugin_id):
-            def deco(fn):
-                sig = params(fn)
-                entry = registry[plugin_id]
-                names = list(sig.parameters)
-                attrs = [n for n in names if n in entry["attrs"]]
-                assert attrs == [a for a in entry["attrs"] if a in attrs], "attributes in registration order"
-                assert names == entry["tensors"] + attrs + tail, f"{kind} arguments {names}"
-                for n in attrs:
-                    assert sig.parameters[n].annotation in (entry["attrs"][n], inspect.Parameter.empty)
-                if kind == "aot_impl":
-                    ret = sig.return_annotation
-                    assert typing.get_origin(ret) is tuple and len(typing.get_args(ret)) == 4
-                entry[kind] = fn
-                return fn
-            return deco
-        return decorator
-
-    trtp.register = register
-    trtp.aot_impl = follower("aot_impl", ["outputs", "tactic"])
-    trtp.autotune = follower("autotune", ["outputs"])
-    trt = types.ModuleType("tensorrt")
-    trt.plugin = trtp
-    return trt, trtp, registry
-
-
-@pytest.fixture()
-def fake_trt(monkeypatch):
-    from ast_deploy.ops import ptx, trt_plugins
-
-    trt, trtp, registry = make_fake_trtp()
-    monkeypatch.setitem(sys.modules, "tensorrt", trt)
-    monkeypatch.setitem(sys.modules, "tensorrt.plugin", trtp)
+    try:
+        trt_qdp.plugin_package(request.param)
+    except trt_qdp.Unavailable as e:
+        pytest.skip(str(e))
+    before = {k: v for k, v in sys.modules.items() if k == "tensorrt" or k.startswith("tensorrt.")}
     monkeypatch.setattr(trt_plugins, "_registered", False)
+    with trt_qdp.loaded(request.param) as (trt, trtp):
+        assert trtp.__file__.startswith(str(trt_qdp.cache_dir()))  # NVIDIA's code, not a stand-in
+        assert trt_plugins.register_plugins() is True
+        yield request.param, trt, trtp
+    after = {k: v for k, v in sys.modules.items() if k == "tensorrt" or k.startswith("tensorrt.")}
+    assert after == before  # nothing leaks into other tests
+
+
+def test_real_qdp_registers_creators_whose_fields_match_what_onnx_tensorrt_passes(qdp):
+    from ast_deploy.engines import trt_plugins
+
+    version, trt, trtp = qdp
+    assert trt_plugins.register_plugins() is True  # idempotent
+    registry = trt.get_plugin_registry()
+    fields = {}
+    for name in (pd.ASSA, pd.ASSA_SHIFTED, pd.PARTIAL_CONV):
+        creator = registry.get_creator(name, pd.PLUGIN_VERSION, pd.NAMESPACE)
+        assert creator is not None and hasattr(trtp.op.ast, name)
+        fields[name] = [(f.name, f.type) for f in creator.field_names]
+    # onnx-tensorrt: an ONNX INT attribute -> kINT32, FLOAT -> kFLOAT32; the creator must declare the same
+    assert fields[pd.ASSA] == fields[pd.ASSA_SHIFTED] == [("num_heads", trt.PluginFieldType.INT32),
+                                                          ("scale", trt.PluginFieldType.FLOAT32)]
+    assert fields[pd.PARTIAL_CONV] == []
+    assert trt_plugins.registered_in_process()
+
+
+def test_real_qdp_creates_from_onnx_fields_and_types_outputs_from_placeholder_dims(qdp):
+    """TensorRT's first call has placeholder dims (issue 12, point 1: PartialConv raised here) and
+    the attributes arrive as 1-element arrays (point 2: int(f.data) under NumPy >= 2.4)."""
+    _, trt, _ = qdp
+    nodes = [(ast_node(pd.PARTIAL_CONV, 2), [trt.DataType.HALF, trt.DataType.FLOAT], [4, 4]),
+             (ast_node(pd.ASSA, 4, num_heads=4, scale=0.25), [trt.DataType.FLOAT] * 4, [3, 3, 3, 1]),
+             (ast_node(pd.ASSA_SHIFTED, 5, num_heads=4, scale=0.25),
+              [trt.DataType.HALF, trt.DataType.HALF, trt.DataType.FLOAT, trt.DataType.FLOAT, trt.DataType.INT32],
+              [3, 3, 3, 1, 2])]
+    for node, types_, ranks in nodes:
+        creator, plugin = trt_qdp.create(trt, node)
+        assert type(plugin).__name__ == "_TemplateAOTPlugin"  # aot=1 -> STRICT_AOT
+        assert plugin.get_output_data_types(types_, ranks) == [types_[0]]
+        assert plugin.get_num_outputs() == 1
+    # the attribute values reach the register function as the plugin reads them
+    _, plugin = trt_qdp.create(trt, ast_node(pd.ASSA, 4, num_heads=3, scale=0.25))
+    b = trt_qdp.Builder(trt, plugin, [trt.DataType.FLOAT] * 4, [("Bw", 64, 96), ("Bw", 64, 192), (3, 64, 64), (2,)])
+    b.output_types()
+    assert b.out_shapes({"Bw": 5}) == [(5, 64, 96)]
+    _, plugin = trt_qdp.create(trt, ast_node(pd.ASSA, 4, num_heads=4, scale=0.25))
+    b = trt_qdp.Builder(trt, plugin, [trt.DataType.FLOAT] * 4, [("Bw", 64, 96), ("Bw", 64, 192), (3, 64, 64), (2,)])
+    b.output_types()
+    with pytest.raises(ValueError, match="num_heads = 4"):  # known dims are still checked
+        b.output_shapes()
+
+
+def test_real_qdp_output_shapes_formats_and_tactics(qdp):
+    _, trt, _ = qdp
+    D = trt.DataType
+    names = {D.FLOAT: "FP32", D.HALF: "FP16", D.INT32: "INT32"}
+    cases = [(ast_node(pd.PARTIAL_CONV, 2), [("B", "H", "W", 64), (16, 16, 3, 3)], {"B": 2, "H": 8, "W": 24}),
+             (ast_node(pd.ASSA, 4, num_heads=2, scale=0.3), [("Bw", 64, 32), ("Bw", 64, 64), (2, 64, 64), (2,)],
+              {"Bw": 7}),
+             (ast_node(pd.ASSA_SHIFTED, 5, num_heads=2, scale=0.3),
+              [("Bw", 64, 32), ("Bw", 64, 64), (2, 64, 64), (2,), ("nW", 64)], {"Bw": 8, "nW": 4})]
+    for node, shapes, env in cases:
+        _, plugin = trt_qdp.create(trt, node)
+        b = trt_qdp.Builder(trt, plugin, [D.FLOAT] * len(shapes), shapes)
+        b.output_types()
+        x = shapes[0]
+        assert b.out_shapes(env) == [tuple(env.get(d, d) for d in x)]
+        offered = b.format_combinations(env)
+        assert all(f == trt.TensorFormat.LINEAR for combo in offered for _, f in combo)
+        got = sorted(tuple(names[t] for t, _ in combo) for combo in offered)
+        assert got == sorted(map(tuple, pd.expand_combinations(pd.type_combinations(node.op_type)[0])))
+        for combo in offered:  # every offered combination configures, with TensorRT's default tactic only
+            assert b.configure([t for t, _ in combo], env) == []
+        with pytest.raises(AssertionError):  # a combination that was not offered
+            b.configure([D.INT32] * (len(shapes) + 1), env)
+
+
+def test_real_qdp_launch_parameters_follow_the_rules(qdp, monkeypatch):
+    """get_launch_params -> aot_impl with symbolic dims; the kernel itself is compiled in the
+    end-to-end test below (Triton runs this process interpreted)."""
+    from ast_deploy.engines import trt_plugins
+    from ast_deploy.ops.ptx import CompiledKernel
+
+    _, trt, _ = qdp
+    D = trt.DataType
     compiled = []
 
-    def fake_kernel(spec):  # the real compile is tested through build_ptx below
+    def kernel(spec):
         compiled.append(spec)
-        return ptx.CompiledKernel(spec.kernel_name(), f".entry {spec.kernel_name()}(", 90, 128, 4096)
+        return CompiledKernel(spec.kernel_name(), f".entry {spec.kernel_name()}(", 90, 128, 4096)
 
-    monkeypatch.setattr(trt_plugins, "_kernel", fake_kernel)
-    yield registry, compiled
-    monkeypatch.setattr(trt_plugins, "_registered", False)
+    monkeypatch.setattr(trt_plugins, "_kernel", kernel)
+    _, plugin = trt_qdp.create(trt, ast_node(pd.PARTIAL_CONV, 2))
+    b = trt_qdp.Builder(trt, plugin, [D.HALF, D.FLOAT], [("B", "H", "W", 64), (16, 16, 3, 3)])
+    b.output_types()
+    env = {"B": 2, "H": 30, "W": 50}
+    name, ptx, launch, scalars, scalar_types = b.launch([D.HALF, D.FLOAT, D.HALF], env)
+    spec = compiled[-1]
+    assert spec == PartialConvSpec(64, 16, "fp16", "fp32") and name == spec.kernel_name()
+    assert ptx == f".entry {name}(".encode()  # get_kernel hands TensorRT bytes
+    grid, expected = pd.partial_conv_launch(spec, 2, 30, 50)
+    assert (launch["grid_x"], launch["grid_y"], launch["grid_z"]) == grid == (47, 1, 1)
+    assert (launch["block_x"], launch["shared_mem"]) == (128, 4096)
+    assert scalars == expected == [3000, 30, 50] and scalar_types == ["INT32"] * 3
+
+    _, plugin = trt_qdp.create(trt, ast_node(pd.ASSA_SHIFTED, 5, num_heads=2, scale=0.3))
+    shapes = [("Bw", 64, 32), ("Bw", 64, 64), (2, 64, 64), (2,), ("nW", 64)]
+    b = trt_qdp.Builder(trt, plugin, [D.HALF, D.HALF, D.FLOAT, D.FLOAT, D.INT32], shapes)
+    b.output_types()
+    _, _, launch, scalars, _ = b.launch([D.HALF, D.HALF, D.FLOAT, D.FLOAT, D.INT32, D.HALF], {"Bw": 24, "nW": 6})
+    assert compiled[-1] == AssaSpec(64, 32, 2, float(np.float32(0.3)), "fp16", "fp32", "fp32", "i32")
+    assert (launch["grid_x"], launch["grid_y"], launch["grid_z"]) == (24, 2, 1) and scalars == [6]
+
+    _, plugin = trt_qdp.create(trt, ast_node(pd.ASSA, 4, num_heads=2, scale=0.3))
+    b = trt_qdp.Builder(trt, plugin, [D.FLOAT] * 4, shapes[:4])
+    b.output_types()
+    _, _, launch, scalars, _ = b.launch([D.FLOAT] * 5, {"Bw": 24})
+    assert compiled[-1].region_dtype is None and scalars == [1] and launch["grid_x"] == 24
 
 
-def test_plugins_register_through_tensorrt_plugin_api(fake_trt):
-    from ast_deploy.ops import trt_plugins
+def test_real_qdp_builtin_int_attributes_break_on_older_tensorrt_with_numpy_2_4(qdp):
+    """Why the attributes are arrays: NVIDIA's 10.9..11.1 ``create_plugin`` does ``int(f.data)``."""
+    version, trt, trtp = qdp
 
-    registry, compiled = fake_trt
-    assert trt_plugins.register_plugins() is True
-    assert trt_plugins.register_plugins() is True  # idempotent: nothing registered twice
-    assert set(registry) == {"ast::AdaptiveSparseAttention", "ast::AdaptiveSparseAttentionShifted", "ast::PartialConv"}
-    for entry in registry.values():
-        assert {"register", "aot_impl", "autotune"} <= set(entry)
-    assert registry["ast::AdaptiveSparseAttention"]["attrs"] == {"num_heads": int, "scale": float}
-    assert registry["ast::AdaptiveSparseAttentionShifted"]["tensors"][-1] == "region_ids"
+    @trtp.register("asttest::IntAttr")
+    def desc(x: trtp.TensorDesc, n: int) -> trtp.TensorDesc:
+        return x.like()
 
-    q, kv = FakeDesc(("Bw", 64, 64), "HALF"), FakeDesc(("Bw", 64, 128), "HALF")
-    bias, mix, ids = FakeDesc((2, 64, 64), "FLOAT"), FakeDesc((2,), "FLOAT"), FakeDesc(("nW", 64), "FLOAT")
-    masked = registry["ast::AdaptiveSparseAttentionShifted"]
-    out = masked["register"](q, kv, bias, mix, ids, 2, 0.25)
-    assert [e.value for e in out.shape_expr] == ["Bw", 64, 64] and out.dtype.name == "HALF"
-    with pytest.raises(ValueError, match="num_heads"):
-        masked["register"](q, kv, FakeDesc((4, 64, 64)), mix, ids, 2, 0.25)
+    @trtp.aot_impl("asttest::IntAttr")
+    def aot(x: trtp.TensorDesc, n: int, outputs: typing.Tuple[trtp.TensorDesc], tactic: int) -> typing.Tuple[
+            typing.Union[str, bytes], typing.Union[str, bytes], trtp.KernelLaunchParams, trtp.SymExprs]:
+        raise AssertionError
 
-    name, text, launch, extra = masked["aot_impl"](q, kv, bias, mix, ids, 2, 0.25, (out,), 0)
-    assert compiled[-1] == AssaSpec(64, 64, 2, 0.25, "fp16", "fp32", "fp32", "fp32")
-    assert f".entry {name}(" in text
-    assert (launch.grid_x.value, launch.grid_y, launch.grid_z) == ("Bw", 2, 1)
-    assert (launch.block_x, launch.shared_mem) == (128, 4096)
-    assert [v for _, v in extra] == [ids.shape_expr[0]]
+    creator = trt.get_plugin_registry().get_creator("IntAttr", "1", "asttest")
+    fc = trt.PluginFieldCollection(trt_qdp.onnx_fields(trt, creator, helper.make_node("IntAttr", ["x"], ["y"], n=3)))
+    numpy_breaks = tuple(int(p) for p in np.__version__.split(".")[:2]) >= (2, 4)
+    fixed = tuple(int(p) for p in version.split(".")[:2]) >= (11, 4)
+    create = lambda: creator.create_plugin("IntAttr", "asttest", fc, trt.TensorRTPhase.BUILD,  # noqa: E731
+                                           trt.QuickPluginCreationRequest.STRICT_AOT)
+    if numpy_breaks and not fixed:
+        with pytest.raises(TypeError):
+            create()
+    else:
+        assert create().attrs == {"n": 3}
 
-    plain = registry["ast::AdaptiveSparseAttention"]
-    _, _, launch, extra = plain["aot_impl"](q, kv, bias, mix, 2, 0.25, (out,), 0)
-    assert compiled[-1].region_dtype is None and [v for _, v in extra] == [1]
 
-    x, w = FakeDesc(("B", "H", "W", 64), "HALF"), FakeDesc((16, 16, 3, 3), "HALF")
-    conv = registry["ast::PartialConv"]
-    y = conv["register"](x, w)
-    _, _, launch, extra = conv["aot_impl"](x, w, (y,), 0)
-    assert launch.grid_x.value == "((((B*H)*W)+63)//64)" and launch.grid_y == 1
-    assert [v.value for _, v in extra] == ["((B*H)*W)", "H", "W"]
+def test_numpy_is_the_one_a_fresh_install_resolves():
+    """The real-QDP tests above matter under NumPy >= 2.4 (what the project's range resolves to)."""
+    if tuple(int(p) for p in np.__version__.split(".")[:2]) < (2, 4):
+        pytest.skip(f"NumPy {np.__version__} here: the int(f.data) hazard needs >= 2.4 to show")
 
-    for pid, entry in registry.items():
-        tensors = [FakeDesc()] * len(entry["tensors"])
-        combos = entry["autotune"](*tensors, (FakeDesc(),))
-        assert [c.io_types for c in combos] == pd.type_combinations(pid.split("::")[1])
-        assert all(c.layouts == "LINEAR" for c in combos)
+
+@pytest.fixture(scope="module")
+def tiny_onnx(tmp_path_factory):
+    """The product's own custom-op ONNX of the small test model (dynamic batch, H, W)."""
+    from ast_deploy.export import export_onnx
+    from ast_deploy.model import AST
+
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("qdp") / "tiny.onnx"
+    torch.set_num_threads(2)
+    export_onnx(AST(**TINY_CONFIG).eval(), path)
+    return path
+
+
+@pytest.mark.parametrize("version", trt_qdp.VERSIONS)
+def test_real_qdp_builds_every_plugin_of_the_exported_model_with_real_ptx(version, tiny_onnx, tmp_path):
+    """The exported nodes' own attributes, through NVIDIA's QDP code, to PTX for sm_90 (named: no GPU
+    here) that ptxas accepts, with the launch TensorRT would use. Own process: Triton compiles there."""
+    import onnx
+
+    from ast_deploy.ops.ptx import assemble, entry_params
+
+    try:
+        trt_qdp.plugin_package(version)
+    except trt_qdp.Unavailable as e:
+        pytest.skip(str(e))
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    env.update(AST_PTX_ARCH="90", AST_PTX_VERSION="84", PYTHONPATH=os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")]))
+    out = tmp_path / "qdp.json"
+    proc = subprocess.run([sys.executable, str(REPO / "tests" / "trt_qdp.py"), version, str(tiny_onnx), str(out)],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    results = json.loads(out.read_text())
+    assert set(results) == {pd.ASSA, pd.ASSA_SHIFTED, pd.PARTIAL_CONV}
+    model = onnx.load(str(tiny_onnx))
+    for op, r in results.items():
+        assert r["attrs"]["aot"] == 1 and r["attrs"]["plugin_namespace"] == "ast"
+        ptx = r["ptx"]
+        assert f"\n.target sm_90a\n" in ptx and "\n.version 8.4\n" in ptx
+        assert f".visible .entry {r['name']}(" in ptx
+        if op == pd.PARTIAL_CONV:
+            c, cp = r["shapes"][0][3], r["shapes"][1][0]
+            spec = PartialConvSpec(c, cp, "fp16", "fp32")
+            e = r["env"]
+            grid, scalars = pd.partial_conv_launch(spec, e["B"], e["H"], e["W"])
+        else:
+            heads, scale = r["attrs"]["num_heads"], r["attrs"]["scale"]
+            n, c = r["shapes"][0][1:]
+            spec = AssaSpec(n, c, heads, float(np.float32(scale)), "fp16", "fp32", "fp32",
+                            "fp32" if op == pd.ASSA_SHIFTED else None)
+            grid, scalars = pd.assa_launch(spec, r["env"]["Bw"], r["env"]["nW"])
+        assert r["name"] == spec.kernel_name()
+        assert len(entry_params(ptx, r["name"])) == len(spec.runtime_params())
+        assert [r["launch"][k] for k in ("grid_x", "grid_y", "grid_z")] == list(grid)
+        assert r["launch"]["block_x"] == 128 and r["scalars"] == scalars
+        assert any(n.op_type == op for n in model.graph.node)
+    assemble(results[pd.PARTIAL_CONV]["ptx"], 90)  # the embedded PTX is valid for the named GPU
+
 
 
 # ---------------------------------------------------------------- PTX without a GPU
@@ -388,7 +446,7 @@ def test_plugins_register_through_tensorrt_plugin_api(fake_trt):
 
 def run_build_ptx(*args, timeout=600):
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    proc = subprocess.run([sys.executable, "-m", "ast_deploy.ops.build_ptx", *args], cwd=REPO, env=env,
+    proc = subprocess.run([sys.executable, "-m", "ast_deploy.cli.build_ptx", *args], cwd=REPO, env=env,
                           capture_output=True, text=True, timeout=timeout)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     return proc
@@ -429,7 +487,7 @@ def test_build_ptx_caps_the_ptx_isa_for_older_drivers(tmp_path):
 def test_plugins_register_with_tensorrt():
     import tensorrt as trt
 
-    from ast_deploy.ops.trt_plugins import register_plugins
+    from ast_deploy.engines.trt_plugins import register_plugins
 
     assert register_plugins() is True and register_plugins() is True
     registry = trt.get_plugin_registry()
@@ -471,7 +529,7 @@ def test_aot_plugins_match_reference_in_an_engine(dtype, tol):
 
     from ast_deploy.ops.assa import assa_reference
     from ast_deploy.ops.partial_conv import partial_conv_reference
-    from ast_deploy.ops.trt_plugins import register_plugins
+    from ast_deploy.engines.trt_plugins import register_plugins
 
     assert register_plugins()
     g = torch.Generator().manual_seed(0)
@@ -483,11 +541,12 @@ def test_aot_plugins_match_reference_in_an_engine(dtype, tol):
     ids = torch.randint(0, 3, (8, 64), generator=g).float().cuda()
 
     def assa_layer(network, t):
-        make = trtp.op.ast.AdaptiveSparseAttentionShifted(*t, num_heads=heads, scale=d ** -0.5)
+        make = trtp.op.ast.AdaptiveSparseAttentionShifted(*t, num_heads=np.array([heads], np.int32),
+                                                          scale=np.array([d ** -0.5], np.float32))
         return network.add_plugin_v3(*make(trt.QuickPluginCreationRequest.STRICT_AOT))
 
     out = _run_plugin_engine(assa_layer, dict(q=q, kv=kv, bias=bias, mix=mix, region_ids=ids), q.shape, dtype)
-    ref = assa_reference(q.float(), kv.float(), bias, mix, ids, num_heads=heads, scale=d ** -0.5)
+    ref = assa_reference(q.float(), kv.float(), bias, mix, ids, num_heads=heads, scale=float(np.float32(d ** -0.5)))
     assert ((out.float() - ref).abs().max() / ref.abs().max()) < tol
 
     x = torch.randn(2, 32, 48, 64, generator=g).to(dtype).cuda()
@@ -500,3 +559,32 @@ def test_aot_plugins_match_reference_in_an_engine(dtype, tol):
     y = _run_plugin_engine(conv_layer, dict(x=x, weight=w), x.shape, dtype)
     ref = partial_conv_reference(x.float(), w.float())
     assert ((y.float() - ref).abs().max() / ref.abs().max()) < tol
+
+
+def test_aot_attribute_is_a_defaulted_function_attribute_onnx_runtime_accepts():
+    """Issue 12, point 4: the custom nodes carry aot=1 (onnx-tensorrt: STRICT_AOT); the local
+    function declares it with a default, so the checker and ONNX Runtime accept nodes with and
+    without it and compute the same function."""
+    import onnx
+    import onnxruntime as ort
+    from onnx import TensorProto
+
+    from ast_deploy.export.custom_nodes import PARTIAL_CONV_OP, attach_functions
+    from ast_deploy.ops.partial_conv import partial_conv_reference
+
+    g = torch.Generator().manual_seed(4)
+    x, w = torch.randn(1, 8, 12, 16, generator=g), torch.randn(4, 4, 3, 3, generator=g)
+    outs = []
+    for attrs in (ATTRS, {k: v for k, v in ATTRS.items() if k != "aot"}):
+        node = helper.make_node(PARTIAL_CONV_OP, ["x", "weight"], ["y"], domain="ast", **attrs)
+        graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8, 12, 16]),
+                                                helper.make_tensor_value_info("weight", TensorProto.FLOAT, [4, 4, 3, 3])],
+                                  [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8, 12, 16])])
+        model = attach_functions(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]))
+        (fn,) = model.functions
+        assert {a.name: helper.get_attribute_value(a) for a in fn.attribute_proto}["aot"] == 1
+        onnx.checker.check_model(model, full_check=True)
+        session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+        outs.append(session.run(None, {"x": x.numpy(), "weight": w.numpy()})[0])
+    ref = partial_conv_reference(x, w).numpy()
+    assert np.abs(outs[0] - ref).max() < 1e-5 and np.array_equal(outs[0], outs[1])

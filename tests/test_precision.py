@@ -246,9 +246,28 @@ def test_int8_qdq_is_symmetric_and_only_on_weighted_inputs(int8):
         assert zero_point.dtype == np.int8 and not zero_point.any()
     for node in dq_nodes:
         users = consumers.get(node.output[0], [])
-        assert users and all(u.op_type in ("Conv", "MatMul", "Gemm") for u in users), node.name
-    weights = [n for n in dq_nodes if n.input[0] in init]
-    assert weights and all(init[n.input[1]].size > 1 for n in weights)  # per-channel scales
+        assert users and all(u.op_type in ("Conv", "ConvTranspose", "MatMul", "Gemm") for u in users), node.name
+    # TensorRT's documented placement: FP32 weights behind a Q/DQ pair, Conv weights per output channel
+    # (axis 0), MatMul weights per tensor; activations per tensor
+    producers = {o: n for n in model.graph.node for o in n.output}
+    weight_q = [n for n in q_nodes if n.input[0] in init]
+    assert weight_q and all(init[n.input[0]].dtype == np.float32 for n in weight_q)
+    seen = set()
+    for q in weight_q:
+        (dq,) = consumers[q.output[0]]
+        (user,) = consumers[dq.output[0]]
+        scale = init[q.input[1]]
+        axis = next((a.i for a in q.attribute if a.name == "axis"), 1)
+        if user.op_type in ("Conv", "ConvTranspose"):
+            k = 0 if user.op_type == "Conv" else 1
+            assert scale.size == init[q.input[0]].shape[k] > 1 and axis == k, user.name
+        else:
+            assert scale.size == 1, user.name
+        seen.add(user.op_type)
+    assert seen == {"Conv", "ConvTranspose", "MatMul"}
+    for dq in dq_nodes:  # every activation DQ is fed by its own Q of a float tensor
+        assert producers[dq.input[0]].op_type == "QuantizeLinear" and init[dq.input[1]].size in (1,) or \
+            producers[dq.input[0]].input[0] in init
 
 
 def test_int8_meets_its_budget_on_held_out_pairs(demo_onnx, int8, cases):
@@ -273,7 +292,7 @@ def test_int8_excludes_the_most_sensitive_nodes_when_the_budget_is_missed(demo_o
     model = onnx.load(str(work / "strict_int8.onnx"))
     from ast_deploy.precision.int8 import _quantized_consumers
 
-    quantized = set(_quantized_consumers(model, ("Conv", "MatMul", "Gemm")))
+    quantized = set(_quantized_consumers(model, ("Conv", "ConvTranspose", "MatMul", "Gemm")))
     assert not quantized & set(report["excluded_for_accuracy"])
     snr = [r["snr_db"] for r in report["excluded_sensitivity"]]
     assert snr == sorted(snr)
@@ -344,3 +363,78 @@ def test_cli_int8_end_to_end_on_demo_weights(tmp_path, capsys):
     assert any(n.op_type == "QuantizeLinear" for n in model.graph.node) and custom_nodes(model)
     assert json.loads((out / "ast-derain.int8.validation.json").read_text())["passed"]
     assert json.loads((out / "ast-derain.int8.precision.json").read_text())["budget_met"]
+
+
+def _conv_matmul_model(path):
+    """Conv (per-channel weights) then a 3-D x 2-D MatMul (per-tensor under TensorRT's placement), with
+    weights over onnx's 1 KiB external-data threshold (the size at which quantize_static used to
+    rewrite a ModelProto it was given)."""
+    from onnx import TensorProto, helper
+
+    rng = np.random.default_rng(0)
+    w = numpy_helper.from_array(rng.normal(0, 0.2, (8, 3, 3, 3)).astype(np.float32), "w")
+    m = numpy_helper.from_array(rng.normal(0, 0.2, (16, 16)).astype(np.float32), "m")
+    shape = numpy_helper.from_array(np.array([1, 8 * 16, 16], np.int64), "shape")
+    back = numpy_helper.from_array(np.array([1, 8, 16, 16], np.int64), "back")
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], name="conv", pads=[1, 1, 1, 1]),
+             helper.make_node("Reshape", ["c", "shape"], ["r"], name="reshape"),
+             helper.make_node("MatMul", ["r", "m"], ["mm"], name="matmul"),
+             helper.make_node("Reshape", ["mm", "back"], ["y"], name="back")]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 16, 16])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8, 16, 16])],
+                              [w, m, shape, back])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    return path
+
+
+def test_int8_exclusion_fallback_with_a_cold_calibration_cache(tmp_path):
+    """Issue 12, point 8: the model reaches quantize_static as a path, so a cold cache (the first call
+    computes the ranges) cannot corrupt the model the exclusion attempts quantize again."""
+    from ast_deploy.precision.calibration import CalibrationSet
+    from ast_deploy.precision.int8 import quantize_int8
+    from ast_deploy.precision.validate import Case
+
+    rng = np.random.default_rng(1)
+    src = _conv_matmul_model(tmp_path / "m.onnx")
+    before = (tmp_path / "m.onnx").read_bytes()
+    batches = tuple(rng.random((1, 3, 16, 16), dtype=np.float32) for _ in range(3))
+    calib = CalibrationSet(tmp_path, tuple(tmp_path / f"{i}.png" for i in range(3)), batches, f"cold-{rng.random()}")
+    report = quantize_int8(src, tmp_path / "q.onnx", calib, validate=[Case("a", batches[0])], min_psnr=1000.0,
+                           max_excluded=1, use_cache=False)
+    assert [a["excluded"] for a in report["attempts"]] == [[], report["excluded_for_accuracy"]]
+    assert len(report["excluded_for_accuracy"]) == 1 and not report["budget_met"]
+    assert (tmp_path / "m.onnx").read_bytes() == before  # the input file is never touched
+    model = onnx.load(str(tmp_path / "q.onnx"))
+    onnx.checker.check_model(model, full_check=True)
+    assert not list(tmp_path.glob("*.data")) and not list(tmp_path.glob(".*.tmp"))  # nothing left beside it
+
+
+def test_int8_tensorrt_placement_on_conv_and_matmul(tmp_path):
+    """Q/DQ on both inputs of Conv and MatMul, FP32 weights behind Q/DQ pairs, Conv weight scales per
+    output channel (axis 0), MatMul weight scale per tensor, nothing on outputs; zero points 0."""
+    from ast_deploy.precision.calibration import CalibrationSet
+    from ast_deploy.precision.int8 import quantize_int8
+
+    rng = np.random.default_rng(2)
+    src = _conv_matmul_model(tmp_path / "m.onnx")
+    batches = tuple(rng.random((1, 3, 16, 16), dtype=np.float32) for _ in range(2))
+    calib = CalibrationSet(tmp_path, (tmp_path / "a.png", tmp_path / "b.png"), batches, f"p-{rng.random()}")
+    out = tmp_path / "q.onnx"
+    report = quantize_int8(src, out, calib, use_cache=False)
+    assert report["placement"] == "tensorrt" and report["quantized_nodes"] == 2
+    model = onnx.load(str(out))
+    init = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    producer = {o: n for n in model.graph.node for o in n.output}
+    for op, weight, channels in (("Conv", "w", 8), ("MatMul", "m", 1)):
+        (node,) = [n for n in model.graph.node if n.op_type == op]
+        act_dq, w_dq = producer[node.input[0]], producer[node.input[1]]
+        assert act_dq.op_type == w_dq.op_type == "DequantizeLinear"
+        act_q, w_q = producer[act_dq.input[0]], producer[w_dq.input[0]]
+        assert act_q.op_type == w_q.op_type == "QuantizeLinear"
+        assert w_q.input[0] == weight and init[weight].dtype == np.float32  # a Q/DQ pair on the FP32 weight
+        assert init[w_q.input[1]].size == channels and init[act_q.input[1]].size == 1
+        if channels > 1:
+            assert {a.name: a.i for a in w_q.attribute}.get("axis") == 0
+        for q in (act_q, w_q):
+            assert init[q.input[2]].dtype == np.int8 and not init[q.input[2]].any()
+    assert all(producer.get(o) is None or producer[o].op_type != "QuantizeLinear" for o in ("c", "mm"))

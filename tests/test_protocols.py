@@ -103,3 +103,29 @@ def test_runner_tiles_into_a_static_backend(tiny_model):
     x = np.random.default_rng(3).random((1, 3, 200, 150), dtype=np.float32)
     expected = Tiles(128, 128, 32).run(x, runner.backend.infer)
     np.testing.assert_allclose(runner(x), expected, atol=1e-6)
+
+
+def test_feather_weights_are_linear_ramps_across_the_overlap():
+    """Two tiles along W whose model outputs a different constant each: where both cover a pixel the
+    result is their weighted mean, each weight min(1, (distance to its tile's edge + 0.5) / overlap)
+    (a linear ramp, floored at 1e-3), so a wrong ramp length or direction changes it."""
+    tile, overlap, width = 128, 32, 200
+    x = np.zeros((1, 3, tile, width), np.float32)
+    values = iter([1.0, 3.0])  # the first tile (left) gives 1, the second (right) 3
+
+    def constant(batch):
+        return np.concatenate([np.full((1, 3, tile, tile), next(values), np.float32) for _ in batch])
+
+    out = Tiles(tile, tile, overlap, "feather").run(x, constant)[0, 0, 0]
+    left_start, right_start = 0, width - tile  # the official tile starts for 200 / 128 / 32
+    cols = np.arange(width)
+
+    def weight(col, start):
+        inside = (col >= start) & (col < start + tile)
+        edge = np.minimum(col - start, start + tile - 1 - col) + 0.5
+        return np.where(inside, np.clip(edge / overlap, 1e-3, 1.0), 0.0)
+
+    wl, wr = weight(cols, left_start), weight(cols, right_start)
+    expected = (1.0 * wl + 3.0 * wr) / (wl + wr)
+    np.testing.assert_allclose(out, expected, rtol=0, atol=1e-5)
+    assert out[0] == 1.0 and out[-1] == 3.0 and np.all(np.diff(out) >= -1e-6)

@@ -382,7 +382,7 @@ def test_a_file_that_is_no_checkpoint_says_what_it_looks_like(tmp_path):
 # ------------------------------------------------------------------ ast-export's arguments
 
 def test_export_bad_shape_and_opset_are_usage_errors_with_the_supported_range(tmp_path):
-    from ast_deploy.export.onnx_export import MAX_OPSET, MIN_OPSET
+    from ast_deploy.opsets import MAX_OPSET, MIN_OPSET
 
     for args, message in [(["--shape", "0x0"], "bad size '0x0': write HxW with positive integers"),
                           (["--shape", "512"], "bad size '512'"),

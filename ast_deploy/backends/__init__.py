@@ -13,6 +13,7 @@ from pathlib import Path
 from ..metadata import DEFAULT_SIZE_MULTIPLE
 from ..shapes import ShapeRange
 from .base import Backend, BackendError, ShapeError
+from .triton_client import is_server_url, open_server_backend
 
 ONNX_SUFFIXES = (".onnx",)
 ENGINE_SUFFIXES = (".plan", ".engine", ".trt")
@@ -43,7 +44,8 @@ def _is_module(source) -> bool:
 
 def open_backend(source, device: str = "cpu", *, task: str | None = None, config: dict | None = None,
                  kernels: str | None = None, max_batch: int | None = None, **options) -> Backend:
-    """The backend for ``source``: an ``nn.Module`` or a checkpoint (PyTorch; ``task`` / ``config``
+    """The backend for ``source``: an opened ``Backend``, a Triton Inference Server URL (the served
+    front model applies the protocol itself), an ``nn.Module`` or a checkpoint (PyTorch; ``task`` / ``config``
     say its architecture, ``kernels`` its op implementation: "reference" or "triton"), an ONNX
     model (ONNX Runtime) or a TensorRT engine.
 
@@ -54,6 +56,10 @@ def open_backend(source, device: str = "cpu", *, task: str | None = None, config
     ``config`` only concern PyTorch models, and are refused for an ONNX model or an engine."""
     if max_batch is not None and (not isinstance(max_batch, int) or max_batch < 1):
         raise ValueError(f"max_batch must be a positive integer, got {max_batch!r}")
+    if isinstance(source, Backend):  # already open (the serving front model's BLS backend)
+        return source
+    if is_server_url(source):  # http(s)://host:port/MODEL or grpc://host:port/MODEL
+        return open_server_backend(source)
     if _is_module(source):
         return _torch_backend(source, device, kernels, max_batch, options)
     if not isinstance(source, (str, os.PathLike)):

@@ -1,5 +1,11 @@
-"""TensorRT engine backend: deserialize a ``.plan`` / ``.engine`` and run it with ``execute_async_v3``
-on torch CUDA tensors.
+"""TensorRT engine backend: deserialize a ``.plan`` / ``.engine`` and run it with ``execute_async_v3``.
+
+No PyTorch: device buffers and the stream come from Polygraphy's CUDA wrapper (``polygraphy.cuda``,
+ctypes over the CUDA runtime ``libcudart``), so an engine runs where only TensorRT and the CUDA
+runtime are installed (Jetson's pip torch has no CUDA). Everything heavy is imported lazily.
+
+An engine built with the AST plugins embeds their kernels (ahead-of-time PTX): running it needs no
+plugin creators, no Triton and no Python plugin code.
 
 Thread safety: an ``IExecutionContext`` must not run two inferences at once, so the backend holds
 one context and a lock; calls from several threads run one after the other. For parallel inference
@@ -14,6 +20,7 @@ TensorRT Python calls used here, as bound in TensorRT's ``python/src/infer/pyCor
 
 from __future__ import annotations
 
+import ctypes
 import os
 import threading
 from pathlib import Path
@@ -43,13 +50,17 @@ def explain_deserialize_failure(path, sidecar: dict | None, current: Target) -> 
     plugins = sidecar.get("plugins") or {}
     if plugins.get("used"):
         return (f"{head} It was built for this TensorRT and GPU ({here}) with the AST plugins "
-                f"({', '.join(plugins.get('ops', []))}): if registering them failed here (see the log above), "
-                f"that is the cause; otherwise the file is damaged: rebuild it with ast-build {onnx}.")
+                f"({', '.join(plugins.get('ops', []))}), whose kernels are embedded in the engine (no plugin "
+                f"registration is needed to run it), so the file is damaged or was written by another build: "
+                f"rebuild it with ast-build {onnx}.")
     return f"{head} It was built for this TensorRT and GPU ({here}), so the file is damaged: rebuild it with ast-build {onnx}."
 
 
 class EngineFromPath:
-    """Loader: deserializes an engine file when called; returns ``(engine, sidecar or None)``."""
+    """Loader: deserializes an engine file when called; returns ``(engine, sidecar or None)``.
+
+    Engines with the AST plugins need nothing registered: their kernels are ahead-of-time PTX inside
+    the engine (TensorRT ``tensorrt.plugin.aot_impl``)."""
 
     def __init__(self, path: str | os.PathLike, device: int = 0):
         self.path = Path(path)
@@ -60,13 +71,6 @@ class EngineFromPath:
             raise FileNotFoundError(f"engine {str(self.path)!r} does not exist")
         trt = import_tensorrt()
         sidecar = read_sidecar(self.path)
-        if sidecar and (sidecar.get("plugins") or {}).get("used"):
-            from ..engines.plugins import resolve_plugins
-
-            try:  # an engine built with the plugins needs their creators registered to deserialize
-                resolve_plugins("on", sidecar["plugins"].get("ops", []))
-            except Exception:
-                pass  # explained below if deserialization then fails
         runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
         engine = runtime.deserialize_cuda_engine(self.path.read_bytes())
         if engine is None:
@@ -74,13 +78,26 @@ class EngineFromPath:
         return engine, sidecar
 
 
-def _torch_dtype(trt, torch, dtype):
-    table = {trt.DataType.FLOAT: torch.float32, trt.DataType.HALF: torch.float16}
-    if hasattr(trt.DataType, "BF16"):
-        table[trt.DataType.BF16] = torch.bfloat16
+def _np_dtype(trt, dtype):
+    table = {trt.DataType.FLOAT: np.float32, trt.DataType.HALF: np.float16}
     if dtype not in table:
         raise BackendError(f"engine I/O type {dtype} is not supported; AST engines take float32/float16 images")
-    return table[dtype]
+    return np.dtype(table[dtype])
+
+
+def _cuda():
+    """Polygraphy's CUDA runtime wrapper (device buffers, streams); BackendError where there is no CUDA."""
+    from polygraphy import cuda
+
+    try:
+        wrapper = cuda.wrapper()
+        count = ctypes.c_int(0)
+        wrapper.check(wrapper.handle.cudaGetDeviceCount(ctypes.byref(count)))
+    except Exception as e:
+        raise BackendError(f"a TensorRT engine needs a CUDA GPU, and the CUDA runtime sees none ({e})") from None
+    if count.value < 1:
+        raise BackendError("a TensorRT engine needs a CUDA GPU, and the CUDA runtime sees none")
+    return cuda, count.value
 
 
 class TensorRTBackend(Backend):
@@ -88,29 +105,29 @@ class TensorRTBackend(Backend):
 
     def __init__(self, engine: str | os.PathLike | EngineFromPath, *, device: int = 0):
         trt = import_tensorrt()
-        import torch
-
         loader = engine if isinstance(engine, EngineFromPath) else EngineFromPath(engine, device)
-        if not torch.cuda.is_available():
-            raise BackendError("a TensorRT engine needs a CUDA GPU, and torch sees none "
-                               "(no GPU here, or a CPU-only torch build)")
-        self._torch, self._trt = torch, trt
-        self.device = torch.device("cuda", loader.device)
-        with torch.cuda.device(self.device):
-            self.engine, self.sidecar = loader()
-            engine = self.engine
-            names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
-            inputs = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
-            outputs = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT]
-            if len(inputs) != 1 or len(outputs) != 1:
-                raise BackendError(f"{loader.path}: expected one input and one output, found {inputs} and {outputs}")
-            self._input, self._output = inputs[0], outputs[0]
-            self._in_dtype = _torch_dtype(trt, torch, engine.get_tensor_dtype(self._input))
-            self._out_dtype = _torch_dtype(trt, torch, engine.get_tensor_dtype(self._output))
-            self.profile = ShapeProfile(*(tuple(int(d) for d in dims)
-                                          for dims in engine.get_tensor_profile_shape(self._input, 0)))
-            self.context = engine.create_execution_context()
-            self.stream = torch.cuda.Stream(self.device)
+        cuda, count = _cuda()
+        if not 0 <= loader.device < count:
+            raise BackendError(f"no CUDA device {loader.device}: the CUDA runtime sees {count}")
+        wrapper = cuda.wrapper()
+        wrapper.check(wrapper.handle.cudaSetDevice(int(loader.device)))
+        self._cuda, self._trt, self.device = cuda, trt, loader.device
+        self.engine, self.sidecar = loader()
+        engine = self.engine
+        names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
+        inputs = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
+        outputs = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT]
+        if len(inputs) != 1 or len(outputs) != 1:
+            raise BackendError(f"{loader.path}: expected one input and one output, found {inputs} and {outputs}")
+        self._input, self._output = inputs[0], outputs[0]
+        self._in_dtype = _np_dtype(trt, engine.get_tensor_dtype(self._input))
+        self._out_dtype = _np_dtype(trt, engine.get_tensor_dtype(self._output))
+        self.profile = ShapeProfile(*(tuple(int(d) for d in dims)
+                                      for dims in engine.get_tensor_profile_shape(self._input, 0)))
+        self.context = engine.create_execution_context()
+        self.stream = cuda.Stream()
+        self._x = cuda.DeviceArray.raw((0,))
+        self._y = cuda.DeviceArray.raw((0,))
         self.path = loader.path
         self.name = f"tensorrt:{self.path.name}"
         self.size_multiple = int((self.sidecar or {}).get("size_multiple", DEFAULT_SIZE_MULTIPLE))
@@ -126,23 +143,33 @@ class TensorRTBackend(Backend):
                              "rebuild with ast-build --shapes MIN:OPT:MAX to cover this size") from None
 
     def _infer(self, batch: np.ndarray) -> np.ndarray:
-        torch, context = self._torch, self.context
+        context = self.context
         if context is None:
             raise BackendError(f"{self.name} is closed")
-        with self._lock, torch.cuda.device(self.device), torch.cuda.stream(self.stream):
-            x = torch.from_numpy(batch).to(self.device, dtype=self._in_dtype)  # enqueued on self.stream
+        with self._lock:
+            x = np.ascontiguousarray(batch, dtype=self._in_dtype)
             if not context.set_input_shape(self._input, tuple(x.shape)):
                 raise ShapeError(f"{self.name}: TensorRT refused input shape {tuple(x.shape)} "
                                  f"(profile {self.profile})")
-            y = torch.empty(tuple(context.get_tensor_shape(self._output)), dtype=self._out_dtype, device=self.device)
-            if not (context.set_tensor_address(self._input, x.data_ptr())
-                    and context.set_tensor_address(self._output, y.data_ptr())):
+            y = np.empty(tuple(context.get_tensor_shape(self._output)), dtype=self._out_dtype)
+            self._x.resize((x.nbytes,))  # grows only: buffers are reused across batches
+            self._y.resize((y.nbytes,))
+            self._x.copy_from(x.view(np.uint8).reshape(-1), self.stream)
+            if not (context.set_tensor_address(self._input, self._x.ptr)
+                    and context.set_tensor_address(self._output, self._y.ptr)):
                 raise BackendError(f"{self.name}: TensorRT refused a tensor address")
-            if not context.execute_async_v3(self.stream.cuda_stream):
+            if not context.execute_async_v3(self.stream.ptr):
                 raise BackendError(f"{self.name}: execute_async_v3 failed (see TensorRT's log above)")
-            result = y.float().cpu()  # a blocking copy on self.stream: waits for the inference
-        return result.numpy()
+            self._y.copy_to(y.view(np.uint8).reshape(-1), self.stream)
+            self.stream.synchronize()
+        return y.astype(np.float32, copy=False)
 
     def close(self) -> None:
         self.context = None
         self.engine = None
+        for buffer in (getattr(self, "_x", None), getattr(self, "_y", None)):
+            if buffer is not None:
+                buffer.free()
+        if getattr(self, "stream", None) is not None:
+            self.stream.free()
+            self.stream = None

@@ -11,6 +11,16 @@ from ..engines.plugins import PLUGIN_MODES
 from .common import add_version, tool_main
 
 
+def _device(text: str) -> str:
+    from ..engines.target import parse_device
+
+    try:
+        parse_device(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    return text
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="ast-build", description="Build a strongly typed TensorRT engine from an AST ONNX model "
@@ -28,7 +38,15 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--opt-level", type=int, choices=range(0, 6), metavar="N",
                    help="builder optimization level 0-5 (TensorRT's default: 3)")
     p.add_argument("--hardware-compat", action="store_true",
-                   help="build an engine that runs on any Ampere or newer GPU (slower)")
+                   help="build an engine that runs on any Ampere or newer GPU (slower); the AST plugins embed "
+                        "PTX for the build GPU, so this uses the ONNX local functions (refused with --plugins on)")
+    p.add_argument("--device", default="cuda", metavar="cuda[:N]", type=_device,
+                   help="the GPU to build on and for, as the runtime tools spell it (default: cuda, i.e. cuda:0)")
+    p.add_argument("--dla-core", type=int, metavar="N",
+                   help="Jetson Orin: build for DLA core N (FP16/INT8 ONNX; TensorRT <= 10.7, or >= 11.4.1 on AGX Orin "
+                        "with JetPack >= 7.2.2)")
+    p.add_argument("--gpu-fallback", action="store_true",
+                   help="with --dla-core: layers DLA cannot run (attention, LayerNorm, plugins) run on the GPU")
     p.add_argument("--force", action="store_true", help="rebuild even if a cached engine matches")
     add_version(p)
     return p
@@ -42,7 +60,8 @@ def main(argv=None) -> int:
     try:
         path = build_engine(args.onnx, args.out, shapes=args.shapes, plugins=args.plugins,
                             timing_cache=args.timing_cache, opt_level=args.opt_level,
-                            hardware_compat=args.hardware_compat, recipe=args.recipe, force=args.force)
+                            hardware_compat=args.hardware_compat, recipe=args.recipe, force=args.force,
+                            device=args.device, dla_core=args.dla_core, gpu_fallback=args.gpu_fallback)
     except (TensorRTNotInstalled, ProfileError, PluginError, FileNotFoundError, ValueError) as e:
         print(f"ast-build: error: {e}", file=sys.stderr)
         return 2

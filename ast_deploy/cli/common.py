@@ -14,6 +14,7 @@ import warnings
 from pathlib import Path
 
 from ..backends import BackendError, backend_kind
+from ..backends.triton_client import is_server_url
 from ..engines.target import TensorRTNotInstalled
 from ..runner import Runner, check_device
 from ..shapes import parse_size
@@ -170,7 +171,7 @@ def load_config(text: str | None) -> dict | None:
 def open_runner(source, args: argparse.Namespace):
     """A Runner for ``source`` (checkpoint, .onnx or engine) with the task / config / protocol / device
     options; a missing or unreadable model is a UsageError."""
-    if not Path(source).exists():
+    if not is_server_url(source) and not Path(source).exists():
         raise UsageError(f"{source}: no such file")
     # --config is the architecture of a checkpoint; ONNX models and engines record their own
     config = load_config(args.config) if backend_kind(source) == "pytorch" else None

@@ -22,6 +22,8 @@ def parser() -> argparse.ArgumentParser:
     source.add_argument("--engine", help="TensorRT engine (.plan / .engine)")
     source.add_argument("--onnx", help="ONNX model")
     source.add_argument("--weights", help="PyTorch checkpoint (with --task or --config)")
+    source.add_argument("--server", metavar="URL", help="a model served by Triton Inference Server: "
+                        "http://HOST:8000/NAME or grpc://HOST:8001/NAME (ast-serve)")
     add_model_options(p)
     p.add_argument("--side-by-side", action="store_true", help="write input and result next to each other")
     p.add_argument("--force", action="store_true",
@@ -29,19 +31,37 @@ def parser() -> argparse.ArgumentParser:
                         "an ONNX exported for another --task")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress (failures and the summary are printed)")
     add_version(p)
+    # Ray Data (ast_deploy.scale): on a multi-node cluster OUT must be shared storage or a pyarrow URI.
+    ray = p.add_argument_group("scale out with Ray (pip install -e \".[ray]\")")
+    ray.add_argument("--ray", metavar="ADDRESS", help="run on a Ray cluster: local (started on 127.0.0.1 and "
+                     "stopped afterwards), auto, or ray://HOST:PORT")
+    ray.add_argument("--workers", type=int, metavar="N", help="actors holding a model (default: one per "
+                     "--gpus-per-worker GPUs, else one per CPU but one)")
+    ray.add_argument("--gpus-per-worker", type=float, default=0, metavar="G", help="GPUs per actor (default 0)")
+    try:  # the memory budget may already be a model option
+        p.add_argument("--max-memory", metavar="SIZE", help="memory budget per process (per Ray worker), e.g. 4G")
+    except argparse.ArgumentError:
+        pass
     return p
 
 
 @tool_main("ast-restore")
 def main(argv=None) -> int:
-    args = parser().parse_args(argv)
+    p = parser()
+    args = p.parse_args(argv)
+    if (args.workers is not None or args.gpus_per_worker) and not args.ray:
+        p.error("--workers and --gpus-per-worker need --ray")
     from ..console import Progress
 
     inputs, failures = expand_inputs(args.inputs, READABLE_SUFFIXES)
-    outdir = Path(args.out)
-    try:  # where the outputs go is checked before the model is loaded
+    try:  # where the outputs go is checked before the model is loaded (ast_deploy.outputs)
+        if args.ray:
+            from ..scale import run_cli
+
+            return run_cli(args, inputs, failures)
+        outdir = Path(args.out)
         jobs, skipped, clashes = plan_outputs(inputs, outdir, args.force)
-        runner = open_runner(args.engine or args.onnx or args.weights, args)
+        runner = open_runner(args.engine or args.onnx or args.weights or args.server, args)
     except (UsageError, OutputError) as e:
         print(f"ast-restore: error: {e}", file=sys.stderr)
         return 2

@@ -68,7 +68,8 @@ def inspect_onnx(path: str | os.PathLike) -> OnnxInfo:
     dims = tuple(d.dim_value if d.HasField("dim_value") else None
                  for d in inputs[0].type.tensor_type.shape.dim)
     # onnx-tensorrt maps a node to a plugin by op_type when it carries plugin_namespace (TensorRT >= 10.10
-    # also by its domain): see /work/shared/notes/tensorrt-facts.md, "Python plugins".
+    # also by its domain): onnx-tensorrt ModelImporter.cpp (parseNode, plugin lookup) and TensorRT's
+    # samples/python/quickly_deployable_plugins/README.md ("Using plugins in ONNX models").
     plugin_ops = sorted({n.op_type for n in model.graph.node
                          if n.domain == PLUGIN_NAMESPACE
                          or any(a.name == "plugin_namespace" for a in n.attribute)})

@@ -36,18 +36,18 @@ def clean_graph(model: onnx.ModelProto, rewrites: Sequence[Callable[[onnx.ModelP
     from polygraphy.backend.onnx import fold_constants, infer_shapes
     from polygraphy.logger import G_LOGGER
 
-    G_LOGGER.module_severity = G_LOGGER.ERROR
     functions = list(model.functions)
-    model = fold_constants(model, size_threshold=None, error_ok=False, allow_onnxruntime_shape_inference=False)
-    for rewrite in rewrites:
-        rewrite(model)
-    graph = gs.import_onnx(model)
-    graph.cleanup(remove_unused_graph_inputs=False).toposort()
-    model = gs.export_onnx(graph, do_type_check=False)
-    if {f.name for f in model.functions} != {f.name for f in functions}:
-        del model.functions[:]
-        model.functions.extend(functions)
-    return infer_shapes(model, allow_onnxruntime=False)
+    with G_LOGGER.verbosity(G_LOGGER.ERROR):  # scoped: the caller's Polygraphy logging is left as it was
+        model = fold_constants(model, size_threshold=None, error_ok=False, allow_onnxruntime_shape_inference=False)
+        for rewrite in rewrites:
+            rewrite(model)
+        graph = gs.import_onnx(model)
+        graph.cleanup(remove_unused_graph_inputs=False).toposort()
+        model = gs.export_onnx(graph, do_type_check=False)
+        if {f.name for f in model.functions} != {f.name for f in functions}:
+            del model.functions[:]
+            model.functions.extend(functions)
+        return infer_shapes(model, allow_onnxruntime=False)
 
 
 def _all_nodes(model: onnx.ModelProto):

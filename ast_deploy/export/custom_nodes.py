@@ -19,8 +19,9 @@ Design decisions, forced by what the consumers accept:
 * **Attributes.** ``num_heads`` (int) and ``scale`` (float) are attributes of the node and of the
   function; the body reads them through attribute references (``Constant`` with
   ``ref_attr_name``), which ONNX Runtime and onnx-tensorrt both resolve, so one function serves
-  every block whatever its head count. ``plugin_namespace="ast"`` and ``plugin_version="1"`` are
-  declared function attributes with defaults so they are legal on the call and unused by the body.
+  every block whatever its head count. ``plugin_namespace="ast"``, ``plugin_version="1"`` and
+  ``aot=1`` (use the plugin's ahead-of-time implementation) are declared function attributes with
+  defaults so they are legal on the call and unused by the body.
 * The bodies cast their constants with ``CastLike`` so a graph converted to FP16 keeps type-checking.
 * Function-local value names start with ``ast_assa_`` / ``ast_pconv_``: onnx-tensorrt resolves them
   in the graph's own name table, so :func:`attach_functions` refuses a graph that uses such a name.
@@ -41,7 +42,10 @@ FUNCTION_VERSION = 1  # opset version of domain "ast" that the model imports
 
 IMPL_NAME = "onnx"
 
-_PLUGIN_ATTRS = {"plugin_namespace": PLUGIN_NAMESPACE, "plugin_version": PLUGIN_VERSION}
+# aot=1: onnx-tensorrt asks the plugin creator for its ahead-of-time implementation (STRICT_AOT), the
+# only one the AST plugins define; without it a parser or network flag preferring JIT would fail with
+# "JIT implementation requested, but not defined" (onnx-tensorrt importerUtils.cpp, createPlugin).
+_PLUGIN_ATTRS = {"plugin_namespace": PLUGIN_NAMESPACE, "plugin_version": PLUGIN_VERSION, "aot": 1}
 
 
 # --------------------------------------------------------------------------------------------

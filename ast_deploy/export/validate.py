@@ -133,7 +133,6 @@ def validate_onnx(model: torch.nn.Module, onnx_path: str | os.PathLike, shapes: 
     from polygraphy.comparator.compare import PsnrCompareFunc
     from polygraphy.logger import G_LOGGER
 
-    G_LOGGER.module_severity = G_LOGGER.ERROR
     TorchRunner, OrtRunner = _runner_classes()
     torch_runner = TorchRunner(model, input_name, output_name, on_infer)
     ort_runner = OrtRunner(SessionFromOnnx(os.fspath(onnx_path), providers=list(providers)), on_infer)
@@ -143,9 +142,11 @@ def validate_onnx(model: torch.nn.Module, onnx_path: str | os.PathLike, shapes: 
 
     from ..backends.onnxrt import _quiet_ort_logging
 
-    with _quiet_ort_logging(ort):  # no constant-folding warnings about FP16 ops the CPU cannot fold
+    # scoped: the caller's Polygraphy logging is left as it was; no constant-folding warnings from
+    # ONNX Runtime about FP16 ops the CPU cannot fold
+    with G_LOGGER.verbosity(G_LOGGER.ERROR), _quiet_ort_logging(ort):
         results = Comparator.run([torch_runner, ort_runner], data_loader=feeds)
-    accuracy = Comparator.compare_accuracy(results, compare_func=PsnrCompareFunc(psnr_threshold=tolerance.psnr_min))
+        accuracy = Comparator.compare_accuracy(results, compare_func=PsnrCompareFunc(psnr_threshold=tolerance.psnr_min))
     psnr_per_iter = accuracy[0][(torch_runner.name, ort_runner.name)]
 
     report = ValidationReport(os.fspath(onnx_path), precision, asdict(tolerance))

@@ -5,9 +5,10 @@ block size and shared memory. Two fixes to Triton's output make it launchable by
 
 - the entry is renamed after the spec (``ast_assa_fp16_..``) so profiles and engines name what ran;
 - Triton >= 3.3 appends hidden pointer parameters (``global_scratch``, later ``profile_scratch``) that
-  its own launcher fills. TensorRT launches with exactly inputs, scalars, outputs (TensorRT's sample
-  pins triton 3.2, before these existed), so the driver would read past its argument array. They are
-  removed when the body never reads them, and compilation fails loudly if it does.
+  its own launcher fills. TensorRT's AOT plugins launch with exactly inputs, scalars, outputs (the
+  ``aot_impl`` contract in ``tensorrt.plugin``, whose 11.x examples use Triton >= 3.3's API), so the
+  driver would read past its argument array. They are removed when the body never reads them, and
+  compilation fails loudly if it does.
 """
 
 from __future__ import annotations

@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import os
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 import numpy as np
 import onnx
 from onnx import TensorProto, defs, helper, numpy_helper
 
+from ..fileio import atomic_write
 from .graph import FLOAT_TYPES, attribute, local_functions
 from .overflow import fp16_overflow_report
 from .ranges import Ranges, collect_ranges, load_model
@@ -280,8 +280,7 @@ def convert_fp16(onnx_in: str | os.PathLike | onnx.ModelProto, onnx_out: str | o
     decisions = plan_fp16(model, ranges, threshold=threshold, fp32_op_types=fp32_op_types,
                           nodes_to_exclude=set(nodes_to_exclude))
     converted, n_casts = _apply_checked(model, decisions)
-    Path(onnx_out).parent.mkdir(parents=True, exist_ok=True)
-    onnx.save(converted, str(onnx_out))
+    atomic_write(onnx_out, converted.SerializeToString())  # a reader never sees half a model
     counts = {p: sum(d.precision == p for d in decisions.values()) for p in ("fp16", "fp32", "none")}
     custom = {}
     for node in converted.graph.node:

@@ -1,26 +1,45 @@
 """Explicit symmetric INT8 Q/DQ for TensorRT's strongly typed mode, via onnxruntime's QDQ quantizer.
 
-Q/DQ pairs go only on the inputs of weighted operators (activation Q/DQ plus per-channel weight
-DQ, INT8 both, zero points 0), outputs and biases stay float, as TensorRT's explicit quantization
-expects. Calibration ranges are cached by model hash and image-set key. When the accuracy budget
-is missed, the nodes with the worst local quantization SNR are excluded (kept float) in growing
-steps until it holds; the report names them.
+Placement ``"tensorrt"`` (the default) follows NVIDIA's explicit-quantization guidance (TensorRT
+developer guide, "Explicit Quantization", Q/DQ layer-placement recommendations:
+https://docs.nvidia.com/deeplearning/tensorrt/latest/inference-library/quantized-types-explicit-quantization.html):
+Q/DQ on all inputs of the weighted operators (Conv, ConvTranspose, MatMul/Gemm; activation and
+weight), none on their outputs, zero points 0; weights stay FP32 behind a Q/DQ pair (TensorRT
+quantizes them at build time with the Q scale); activations per-tensor; Conv / ConvTranspose weights
+per output channel (axis 0 of [K, C, R, S], axis 1 of [C, K, R, S]); MatMul
+/ Gemm weights per-tensor, since TensorRT documents per-channel weight scales for MatMul only where
+both inputs are 2-D and AST's MatMuls are batched 3-D x 2-D. This is also how NVIDIA Model
+Optimizer configures onnxruntime for TensorRT (``AddQDQPairToWeight``, Conv axis 0), except that
+ModelOpt leaves MatMul weights on onnxruntime's per-channel default (axis 1).
+
+Placement ``"ort-per-channel"`` is the earlier scheme (INT8 weight initializers, per-channel along
+axis 1 for MatMul), kept for comparison: ``benchmarks/bench_int8_placement.py`` measures both.
+
+Calibration ranges are cached by model hash and image-set key. When the accuracy budget is missed,
+the nodes with the worst local quantization SNR are excluded (kept float) in growing steps until it
+holds; the report names them.
 """
 
 from __future__ import annotations
 
 import logging
+import tempfile
 from pathlib import Path
 
 import numpy as np
 import onnx
 from onnx import numpy_helper
 
+from ..fileio import atomic_write
 from .calibration import CalibrationSet, cache_dir
 from .graph import model_hash, tensor_producers
 from .ranges import load_model, ort_session
 
-WEIGHTED_OP_TYPES = ("Conv", "MatMul", "Gemm")
+WEIGHTED_OP_TYPES = ("Conv", "ConvTranspose", "MatMul", "Gemm")
+# The axis of a weight that indexes output channels: [K, C, R, S] for Conv, [C, K, R, S] for ConvTranspose.
+OUTPUT_CHANNEL_AXIS = {"Conv": 0, "ConvTranspose": 1}
+PLACEMENTS = ("tensorrt", "ort-per-channel")
+DEFAULT_PLACEMENT = "tensorrt"
 DEFAULT_MIN_PSNR = 30.0  # vs the FP32 model, worst validation image
 
 
@@ -73,8 +92,13 @@ def _float_for_other_consumers(model: onnx.ModelProto, op_types) -> int:
     return rewired
 
 
+def _save_model(model: onnx.ModelProto, path: Path) -> None:
+    """An ONNX written through the package's atomic writer (never a half-written file at ``path``)."""
+    atomic_write(path, model.SerializeToString())
+
+
 def _quantize(model: onnx.ModelProto, out_path: Path, calib: CalibrationSet, op_types, exclude,
-              cache_path: Path) -> None:
+              cache_path: Path, placement: str = DEFAULT_PLACEMENT) -> None:
     # An explicit node list: onnxruntime's QDQ MatMul ignores MatMulConstBOnly and would also
     # quantize the attention's activation-by-activation products.
     nodes = [n.name for n in quantizable_nodes(model, op_types) if n.name not in set(exclude)]
@@ -82,35 +106,50 @@ def _quantize(model: onnx.ModelProto, out_path: Path, calib: CalibrationSet, op_
     level = root.level
     root.setLevel(logging.ERROR)  # onnxruntime logs a "consider pre-processing" warning on every call
     try:
-        _quantize_static(model, out_path, calib, nodes, exclude, op_types, cache_path)
+        with tempfile.TemporaryDirectory(prefix="ast-int8-") as tmp:
+            # A path, never the ModelProto: quantize_static saves a ModelProto it is given with external
+            # data into a temporary folder, which rewrites that object's initializers as references to a
+            # folder deleted on return (the next call then fails when the calibration cache is cold).
+            src, dst = Path(tmp) / "model.onnx", Path(tmp) / "quantized.onnx"
+            onnx.save(model, str(src))
+            _quantize_static(src, dst, calib, nodes, exclude, op_types, cache_path, model, placement)
+            quantized = onnx.load(str(dst))
     finally:
         root.setLevel(level)
-    quantized = onnx.load(str(out_path))
-    if _float_for_other_consumers(quantized, op_types):
-        onnx.save(quantized, str(out_path))
+    _float_for_other_consumers(quantized, op_types)
+    _save_model(quantized, out_path)
 
 
-def _quantize_static(model, out_path, calib, nodes, exclude, op_types, cache_path) -> None:
+def _quantize_static(model_path, out_path, calib, nodes, exclude, op_types, cache_path, model, placement) -> None:
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
+    if placement not in PLACEMENTS:
+        raise ValueError(f"INT8 placement must be one of {', '.join(PLACEMENTS)}, not {placement!r}")
+    options = dict(ActivationSymmetric=True, WeightSymmetric=True, QuantizeBias=False, MatMulConstBOnly=True,
+                   DedicatedQDQPair=False, OpTypesToExcludeOutputQuantization=list(op_types))
+    if placement == "tensorrt":
+        per_tensor = {n.input[1]: [{"symmetric": True}] for n in quantizable_nodes(model, op_types)
+                      if n.op_type in ("MatMul", "Gemm") and n.name in set(nodes)}
+        options.update(AddQDQPairToWeight=True, QDQOpTypePerChannelSupportToAxis=dict(OUTPUT_CHANNEL_AXIS),
+                       TensorQuantOverrides=per_tensor)
+    else:
+        options.update(QDQOpTypePerChannelSupportToAxis={"MatMul": 1, "Gemm": 0, **OUTPUT_CHANNEL_AXIS})
     quantize_static(
-        model, str(out_path), _Reader(model.graph.input[0].name, calib),
+        str(model_path), str(out_path), _Reader(model.graph.input[0].name, calib),
         quant_format=QuantFormat.QDQ, op_types_to_quantize=list(op_types), per_channel=True,
         activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
         nodes_to_quantize=nodes, nodes_to_exclude=list(exclude), calibrate_method=CalibrationMethod.MinMax,
-        calibration_cache_path=str(cache_path),
-        extra_options=dict(ActivationSymmetric=True, WeightSymmetric=True, QuantizeBias=False,
-                           MatMulConstBOnly=True, DedicatedQDQPair=False,
-                           OpTypesToExcludeOutputQuantization=list(op_types),
-                           QDQOpTypePerChannelSupportToAxis={"MatMul": 1, "Gemm": 0}),
+        calibration_cache_path=str(cache_path), extra_options=options,
     )
 
 
-def local_sensitivity(model: onnx.ModelProto, calib: CalibrationSet, op_types=WEIGHTED_OP_TYPES) -> list[dict]:
+def local_sensitivity(model: onnx.ModelProto, calib: CalibrationSet, op_types=WEIGHTED_OP_TYPES,
+                      placement: str = DEFAULT_PLACEMENT) -> list[dict]:
     """Quantization SNR (dB) each weighted node would see locally: symmetric per-tensor INT8 on its
-    activation input (range from the calibration images) plus per-output-channel INT8 on its
-    weight. One FP32 run; worst first. A proxy for quantizing one node at a time, which costs a
-    quantization and a validation per node."""
+    activation input (range from the calibration images) plus INT8 on its weight with the scales
+    ``placement`` gives it (per output channel, or per tensor for MatMul under "tensorrt"). One FP32
+    run; worst first. A proxy for quantizing one node at a time, which costs a quantization and a
+    validation per node."""
     nodes = quantizable_nodes(model, op_types)
     init = {t.name: t for t in model.graph.initializer}
     wanted = list(dict.fromkeys(n.input[0] for n in nodes))
@@ -133,8 +172,10 @@ def local_sensitivity(model: onnx.ModelProto, calib: CalibrationSet, op_types=WE
         scale = max(np.abs(x).max(), 1e-12) / 127.0
         act_noise = np.mean((np.clip(np.round(x / scale), -128, 127) * scale - x) ** 2) / max(np.mean(x ** 2), 1e-30)
         w = numpy_helper.to_array(init[node.input[1]]).astype(np.float64)
-        axis = 0 if node.op_type in ("Conv", "Gemm") else w.ndim - 1
+        axis = OUTPUT_CHANNEL_AXIS.get(node.op_type, 0 if node.op_type == "Gemm" else w.ndim - 1)
         wmax = np.maximum(np.abs(np.moveaxis(w, axis, 0)).reshape(w.shape[axis], -1).max(axis=1), 1e-12)
+        if placement == "tensorrt" and node.op_type not in OUTPUT_CHANNEL_AXIS:
+            wmax = np.full_like(wmax, wmax.max())  # one scale for the whole MatMul/Gemm weight
         shape = [1] * w.ndim
         shape[axis] = -1
         ws = (wmax / 127.0).reshape(shape)
@@ -148,7 +189,7 @@ def local_sensitivity(model: onnx.ModelProto, calib: CalibrationSet, op_types=WE
 
 def quantize_int8(onnx_in, onnx_out, calib: CalibrationSet, *, validate=None, min_psnr: float = DEFAULT_MIN_PSNR,
                   op_types=WEIGHTED_OP_TYPES, nodes_to_exclude=(), max_excluded: int | None = None,
-                  use_cache: bool = True) -> dict:
+                  use_cache: bool = True, placement: str = DEFAULT_PLACEMENT) -> dict:
     """Quantize ``onnx_in`` to ``onnx_out`` and return a report.
 
     With ``validate`` (validation cases, see :mod:`.validate`) the result is checked against the
@@ -172,13 +213,13 @@ def quantize_int8(onnx_in, onnx_out, calib: CalibrationSet, *, validate=None, mi
     steps = iter([0] + [2 ** i for i in range(0, 16) if 2 ** i < limit] + [limit])
     auto: list[str] = []
     while True:
-        _quantize(model, out, calib, op_types, exclude + auto, cache_path)
+        _quantize(model, out, calib, op_types, exclude + auto, cache_path, placement)
         result = compare_models(model, str(out), validate, reference_outputs=reference) if validate else None
         attempts.append(dict(excluded=list(auto), min_psnr_vs_fp32=result and result["min_psnr_vs_fp32"]))
         if result is None or result["min_psnr_vs_fp32"] >= min_psnr:
             break
         if sensitivity is None:
-            sensitivity = [r for r in local_sensitivity(model, calib, op_types) if r["node"] not in exclude]
+            sensitivity = [r for r in local_sensitivity(model, calib, op_types, placement) if r["node"] not in exclude]
         k = next(steps, None)
         while k is not None and k <= len(auto):
             k = next(steps, None)
@@ -193,7 +234,10 @@ def quantize_int8(onnx_in, onnx_out, calib: CalibrationSet, *, validate=None, mi
             q_nodes[n.op_type] += 1
     quantized_count = len(_quantized_consumers(quantized, op_types))
     report = dict(
-        output=str(out), scheme="INT8 symmetric, per-channel weights, Q/DQ on weighted-op inputs only",
+        output=str(out), placement=placement,
+        scheme=("INT8 symmetric, Q/DQ on weighted-op inputs only, FP32 weights behind Q/DQ pairs, per-channel "
+                "Conv/ConvTranspose weights (output-channel axis), per-tensor MatMul/Gemm weights" if placement == "tensorrt" else
+                "INT8 symmetric, Q/DQ on weighted-op inputs only, INT8 per-channel weights (MatMul axis 1)"),
         op_types=list(op_types), weighted_nodes=len(candidates), quantized_nodes=quantized_count,
         qdq_nodes=q_nodes, calibration=dict(folder=str(calib.folder), images=len(calib), key=calib.key,
                                             cache=str(cache_path)),

@@ -1,6 +1,6 @@
 """Write the fused kernels' PTX for named GPU architectures, without a GPU.
 
-    python -m ast_deploy.ops.build_ptx --arch 87,89,90 --out DIR [--model AST_B] [--dtypes fp16,fp32]
+    python -m ast_deploy.cli.build_ptx --arch 87,89,90 --out DIR [--model AST_B] [--dtypes fp16,fp32]
 
 Every distinct kernel variant a model needs (attention per level, masked where the level shifts its
 windows, partial convolution per width) is compiled for each architecture into
@@ -18,8 +18,8 @@ import sys
 from dataclasses import asdict
 from pathlib import Path
 
-from .kernel_specs import AssaSpec, PartialConvSpec
-from .ptx import assemble, compile_spec
+from ..ops.kernel_specs import AssaSpec, PartialConvSpec
+from ..ops.ptx import assemble, compile_spec
 
 OPS = ("assa", "partial_conv")
 
@@ -58,7 +58,7 @@ def _csv(text: str) -> list[str]:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m ast_deploy.ops.build_ptx", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m ast_deploy.cli.build_ptx", description=__doc__.split("\n\n")[0])
     parser.add_argument("--arch", required=True, help="comma-separated SM versions, e.g. 87,89,90")
     parser.add_argument("--out", required=True, type=Path)
     parser.add_argument("--model", default="AST_B",

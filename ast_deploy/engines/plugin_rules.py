@@ -12,9 +12,10 @@ defaults), so the attention is two plugins: ``AdaptiveSparseAttention`` with 4 i
 
 from __future__ import annotations
 
-from .kernel_specs import AssaSpec, PartialConvSpec
+import numbers
 
-from .names import ASSA_OP as ASSA, ASSA_SHIFTED_OP as ASSA_SHIFTED, PARTIAL_CONV_OP as PARTIAL_CONV, PLUGIN_NAMESPACE as NAMESPACE, PLUGIN_VERSION  # noqa: E501, F401
+
+from ..ops.names import ASSA_OP as ASSA, ASSA_SHIFTED_OP as ASSA_SHIFTED, PARTIAL_CONV_OP as PARTIAL_CONV, PLUGIN_NAMESPACE as NAMESPACE, PLUGIN_VERSION  # noqa: E501, F401
 
 
 def plugin_id(name: str) -> str:
@@ -60,11 +61,12 @@ def expand_combinations(types: str) -> list[list[str]]:
 
 
 def _static(dims) -> list[int | None]:
-    return [d if isinstance(d, int) and d >= 0 else None for d in dims]
+    return [int(d) if isinstance(d, numbers.Integral) and d >= 0 else None for d in dims]
 
 
 def check_assa_shapes(q, kv, bias, mix, region_ids, num_heads: int) -> None:
-    """Shapes as tuples of ints, ``None`` (or -1) where only known at run time."""
+    """Shapes as tuples of ints, ``None`` (or -1) where not known yet (run-time sizes, or TensorRT's
+    placeholder dims on its first call): only known dims are checked, ranks always."""
     q, kv, bias, mix = _static(q), _static(kv), _static(bias), _static(mix)
     if len(q) != 3 or len(kv) != 3 or len(bias) != 3:
         raise ValueError(f"q, kv must be [Bw, N, C] and [Bw, N, 2C], bias [heads, N, N]; got ranks "
@@ -87,9 +89,16 @@ def check_assa_shapes(q, kv, bias, mix, region_ids, num_heads: int) -> None:
             raise ValueError(f"region_ids must be [nW, {n}], got {region_ids}")
 
 
+def _known(*dims) -> bool:
+    return all(d is not None for d in dims)
+
+
 def check_partial_conv_shapes(x, weight) -> None:
+    """Shapes as lists of ints, ``None`` (or -1) where not known yet: only known dims are checked
+    (TensorRT's first call gives placeholder dims, all ``None`` here, and only the ranks)."""
     x, weight = _static(x), _static(weight)
-    if len(x) != 4 or len(weight) != 4 or weight[2:] != [3, 3] or weight[0] != weight[1]:
+    bad_kernel = any(k is not None and k != 3 for k in weight[2:])
+    if len(x) != 4 or len(weight) != 4 or bad_kernel or (_known(*weight[:2]) and weight[0] != weight[1]):
         raise ValueError(f"x must be [B, H, W, C] and weight [Cp, Cp, 3, 3], got {x} and {weight}")
     if None not in (x[3], weight[0]) and weight[0] > x[3]:
         raise ValueError(f"weight has {weight[0]} channels, x only {x[3]}")
@@ -104,6 +113,8 @@ def build_constant(value, what: str) -> int:
 
 def assa_spec(q_dims, num_heads: int, scale: float, io: str, bias: str, mix: str, region: str | None) -> AssaSpec:
     """The compiled variant for a node: dims may hold ``None`` for run-time sizes; dtypes are TensorRT names."""
+    from ..ops.kernel_specs import AssaSpec  # imports torch: only where a kernel is specialised
+
     _, n, c = _static(q_dims)
     return AssaSpec(build_constant(n, "N (tokens per window)"), build_constant(c, "C (channels)"), int(num_heads),
                     float(scale), triton_dtype(io), triton_dtype(bias), triton_dtype(mix),
@@ -111,6 +122,8 @@ def assa_spec(q_dims, num_heads: int, scale: float, io: str, bias: str, mix: str
 
 
 def partial_conv_spec(x_dims, weight_dims, io: str, weight: str) -> PartialConvSpec:
+    from ..ops.kernel_specs import PartialConvSpec
+
     x, w = _static(x_dims), _static(weight_dims)
     return PartialConvSpec(build_constant(x[3], "C (channels)"), build_constant(w[0], "Cp (conv channels)"),
                            triton_dtype(io), triton_dtype(weight))

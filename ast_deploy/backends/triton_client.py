@@ -1,0 +1,174 @@
+"""Client backend: a model served by Triton Inference Server (an ``ast-serve repo`` front model),
+reached with ``tritonclient`` (the ``[serving]`` extra, imported when a URL is opened).
+
+    Runner("http://127.0.0.1:8000/derain")     # HTTP (https:// too)
+    Runner("grpc://127.0.0.1:8001/derain")     # gRPC; ".../derain/2" picks model version 2
+
+The server applies the protocol (padding, tiling, the memory budget) itself, so the Runner does not
+pad or tile for it: it computes the plan (the same pure function of the image size, the protocol and
+the core model's size range, which the front model's config publishes) and sends each whole image
+with that plan as the request's ``PROTOCOL``; the server runs exactly that plan. So ``ast-check``
+compares a served model with a local one under one plan, as it does for files.
+
+Thread safety: each thread gets its own client connection (the HTTP client is not thread-safe).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from urllib.parse import urlsplit
+
+import numpy as np
+
+from .base import Backend, BackendError, ShapeError
+
+SCHEMES = {"http": "http", "https": "http", "grpc": "grpc"}
+DEFAULT_PORTS = {"http": 8000, "https": 443, "grpc": 8001}
+
+
+def is_server_url(source) -> bool:
+    return isinstance(source, str) and source.split("://", 1)[0].lower() in SCHEMES and "://" in source
+
+
+def parse_server_url(url: str) -> tuple[str, str, str, str]:
+    """``scheme://host[:port]/MODEL[/VERSION]`` -> (protocol "http"|"grpc", "host:port", model, version)."""
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    if scheme not in SCHEMES:
+        raise ValueError(f"{url}: a server URL starts with http://, https:// or grpc://")
+    path = [p for p in parts.path.split("/") if p]
+    if not parts.hostname or not 1 <= len(path) <= 2:
+        raise ValueError(f"{url}: expected {scheme}://HOST:PORT/MODEL (the front model's name, as ast-serve repo "
+                         "--name gave it), optionally /VERSION")
+    port = parts.port or DEFAULT_PORTS[scheme]
+    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+    return SCHEMES[scheme], f"{host}:{port}", path[0], path[1] if len(path) == 2 else ""
+
+
+def _client_module(protocol: str):
+    try:
+        if protocol == "grpc":
+            import tritonclient.grpc as module
+        else:
+            import tritonclient.http as module
+    except ImportError as e:
+        raise BackendError(f"a server URL needs tritonclient: pip install -e '.[serving]' ({e})") from None
+    return module
+
+
+class TritonClientBackend(Backend):
+    """Restores whole images through a served front model. ``infer`` takes any [B, 3, H, W] batch
+    (the server pads and tiles); ``run_protocol`` sends the plan the Runner chose."""
+
+    applies_protocol = True
+
+    def __init__(self, url: str, timeout: float = 600.0):
+        self.url = url
+        self.protocol_kind, self.address, self.model, self.version = parse_server_url(url)
+        self.timeout = timeout
+        self._module = _client_module(self.protocol_kind)
+        self._local = threading.local()
+        self._clients, self._lock = [], threading.Lock()
+        self.scheme_ssl = url.lower().startswith("https://")
+        client = self._client()
+        try:
+            ready = client.is_model_ready(self.model, self.version)
+        except Exception as e:  # connection refused, DNS, TLS: InferenceServerException or OSError
+            self.close()
+            raise BackendError(f"{url}: cannot reach the server at {self.address}: {e}") from None
+        if not ready:
+            served = self._served_list(client)
+            self.close()  # an open keep-alive connection would hold the server's shutdown
+            raise BackendError(f"{url}: the server has no ready model {self.model!r}{served}")
+        config = client.get_model_config(self.model, self.version)
+        if self.protocol_kind == "grpc":
+            from google.protobuf import json_format
+
+            config = json_format.MessageToDict(config.config, preserving_proto_field_name=True)
+        from ..serving.config import config_parameters
+
+        params = config_parameters(config)
+        if "core_model" not in params:
+            raise BackendError(f"{url}: {self.model!r} is not a front model written by ast-serve repo "
+                               "(its config has no core_model parameter)")
+        self.params = params
+        self.size_multiple = int(params["size_multiple"])
+        rng = json.loads(params.get("shape_range") or "null")
+        # The core model's range: the Runner fits its plan to it exactly as the front model does.
+        self.shape_range = None if rng is None else (tuple(rng[0]), tuple(rng[1]))
+        self.default_protocol = params["protocol"]
+        self.name = f"server:{url}"
+
+    @property
+    def max_batch(self):  # whole images go one per request; the server batches the core's work
+        return None
+
+    def _served_list(self, client) -> str:
+        try:
+            index = client.get_model_repository_index()
+            names = [m["name"] if isinstance(m, dict) else m.name
+                     for m in (index if isinstance(index, list) else index.models)]
+            return f" (it serves: {', '.join(sorted(names))})" if names else ""
+        except Exception:
+            return ""
+
+    def _client(self):
+        client = getattr(self._local, "client", None)
+        if client is None:
+            options = {"ssl": True} if self.scheme_ssl and self.protocol_kind == "http" else {}
+            if self.protocol_kind == "http":
+                options.update(connection_timeout=self.timeout, network_timeout=self.timeout)
+            client = self._module.InferenceServerClient(url=self.address, **options)
+            self._local.client = client
+            with self._lock:
+                self._clients.append(client)
+        return client
+
+    def check_batch(self, shape) -> None:
+        if len(shape) != 4 or shape[1] != 3 or 0 in shape:
+            raise ShapeError(f"{self.name}: expected a float32 batch [B, 3, H, W], got shape {tuple(shape)}")
+
+    def infer_image(self, image: np.ndarray, protocol: str | None = None) -> np.ndarray:
+        """One float32 [3, H, W] image -> the restored [3, H, W] (the server's protocol, or ``protocol``)."""
+        module = self._module
+        inputs = [module.InferInput("INPUT", list(image.shape), "FP32")]
+        inputs[0].set_data_from_numpy(np.ascontiguousarray(image, dtype=np.float32))
+        if protocol is not None:
+            inputs.append(module.InferInput("PROTOCOL", [1], "BYTES"))
+            inputs[-1].set_data_from_numpy(np.array([str(protocol).encode()], dtype=np.object_))
+        outputs = [module.InferRequestedOutput("OUTPUT")]
+        options = {"client_timeout": self.timeout} if self.protocol_kind == "grpc" else {}
+        try:
+            result = self._client().infer(self.model, inputs, model_version=self.version, outputs=outputs, **options)
+        except Exception as e:  # InferenceServerException: the server's own message
+            message = e.message() if hasattr(e, "message") and callable(e.message) else str(e)
+            raise BackendError(f"{self.url}: {message}") from None
+        return result.as_numpy("OUTPUT")
+
+    def _infer(self, batch: np.ndarray) -> np.ndarray:
+        return np.stack([self.infer_image(image) for image in batch])
+
+    def run_protocol(self, batch: np.ndarray, plan) -> np.ndarray:
+        self.check_batch(batch.shape)
+        return np.stack([self.infer_image(image, str(plan)) for image in batch])
+
+    def close(self) -> None:
+        """Close the connections of all threads (an idle keep-alive connection makes the server wait
+        up to its exit timeout when it stops)."""
+        with self._lock:
+            clients, self._clients = self._clients, []
+        for client in clients:
+            try:
+                client.close()
+            except Exception:
+                pass
+        self._local = threading.local()
+
+    def __del__(self):
+        if getattr(self, "_clients", None):
+            self.close()
+
+
+def open_server_backend(url: str, **options) -> TritonClientBackend:
+    return TritonClientBackend(url, **options)
