@@ -18,6 +18,10 @@ class OutputError(ValueError):
     """An output that must not or cannot be written (a usage error: exit code 2)."""
 
 
+class ReplacesInput(OutputError):
+    """An output that would replace one of the inputs."""
+
+
 def _is_uri(out) -> bool:
     return isinstance(out, str) and "://" in out
 
@@ -65,7 +69,7 @@ def check_output(dst, inputs=(), force: bool = False, exists=None) -> bool:
     ident = _identity(dst)
     for src in inputs:
         if Path(src).resolve() == resolved or (ident is not None and _identity(src) == ident):
-            raise OutputError(f"{dst} is one of the inputs ({src}): restoring would replace the original; "
+            raise ReplacesInput(f"{dst} is one of the inputs ({src}): restoring would replace the original; "
                               "choose another -o folder")
     if dst.is_dir():
         raise OutputError(f"{dst}: a folder is in the way of this output")
@@ -91,8 +95,11 @@ def plan_outputs(inputs, outdir, force: bool, exists=None):
         claimed[dst] = src
         try:
             write = check_output(dst, inputs, force, exists)
-        except OutputError as e:
+        except ReplacesInput as e:
             replacing.append(str(e))
+            continue
+        except OutputError as e:  # a folder in the way: this input fails, the others run
+            failures.append(f"{src}: {e}")
             continue
         if write:
             jobs.append((src, dst))
