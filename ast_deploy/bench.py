@@ -83,12 +83,15 @@ def benchmark(fn: Callable[[np.ndarray], np.ndarray], batch: np.ndarray, runs: i
 
 
 def format_table(rows: list[dict]) -> str:
-    header = ("source", "size", "batch", "mean ms", "p50 ms", "p90 ms", "p99 ms", "img/s", "peak RSS MB", "GPU MB")
+    header = ("source", "size", "batch", "mean ms", "p50 ms", "p90 ms", "p99 ms", "img/s", "peak RSS MB", "GPU MB",
+              "baseline MB", "budget")
     lines = [header]
     for r in rows:
         lines.append((r["source"], r["size"], str(r["batch"]), f"{r['mean_ms']:.1f}", f"{r['p50_ms']:.1f}",
                       f"{r['p90_ms']:.1f}", f"{r['p99_ms']:.1f}", f"{r['images_per_s']:.2f}",
-                      f"{r['peak_rss_mb']:.0f}", "-" if r["peak_gpu_mb"] is None else f"{r['peak_gpu_mb']:.0f}"))
+                      f"{r['peak_rss_mb']:.0f}", "-" if r["peak_gpu_mb"] is None else f"{r['peak_gpu_mb']:.0f}",
+                      "-" if r.get("baseline_rss_mb") is None else f"{r['baseline_rss_mb']:.0f}",
+                      str(r.get("max_memory", "-"))))
     widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
     return "\n".join("  ".join(cell.rjust(w) if i > 1 else cell.ljust(w) for i, (cell, w) in enumerate(zip(line, widths)))
                      for line in lines)

@@ -134,6 +134,14 @@ def to_unit_float(pixels: np.ndarray, source: str = "image") -> tuple[np.ndarray
 
 def read_image(path: str | os.PathLike) -> Image:
     path = Path(path)
+    pixels = read_pixels(path)
+    unit, depth = to_unit_float(pixels, str(path))
+    return Image(unit, depth)
+
+
+def read_pixels(path: str | os.PathLike) -> np.ndarray:
+    """An image file's RGB pixels as stored (uint8, uint16, or float for float TIFFs)."""
+    path = Path(path)
     if not path.is_file():
         raise ImageError(f"{path}: no such file")
     suffix = path.suffix.lower()
@@ -148,9 +156,7 @@ def read_image(path: str | os.PathLike) -> Image:
         raise
     except Exception as e:  # decoders raise a zoo of types for truncated or foreign files
         raise ImageError(f"{path}: cannot be read as an image ({type(e).__name__}: {e})") from e
-    pixels = to_rgb(pixels, str(path))
-    unit, depth = to_unit_float(pixels, str(path))
-    return Image(unit, depth)
+    return to_rgb(pixels, str(path))
 
 
 def quantize(pixels: np.ndarray, bit_depth: int = 8) -> np.ndarray:
@@ -181,7 +187,13 @@ def encode_png(pixels: np.ndarray, bit_depth: int = 8) -> bytes:
 def restore_file(src: str | os.PathLike, dst: str | os.PathLike, runner, side_by_side: bool = False) -> Path:
     """Restore one image file with ``runner`` and write the result as PNG (same bit depth as the
     source), atomically. ``side_by_side`` writes input and output next to each other."""
-    image = read_image(src)
+    pixels = read_pixels(src)
+    if pixels.dtype in (np.uint8, np.uint16):  # the Runner reads and writes integer pixels tile by tile
+        restored = runner(pixels)
+        if side_by_side:
+            restored = np.concatenate([pixels, restored], axis=1)
+        return write_png(dst, restored)
+    image = Image(*to_unit_float(pixels, str(src)))
     return write_png(dst, restore_image(image, runner, side_by_side), image.bit_depth)
 
 

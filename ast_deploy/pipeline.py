@@ -18,6 +18,7 @@ from typing import Callable
 
 from .demo import DEMO_NOTICE, demo_weights
 from .metadata import export_metadata
+from .precision.pipeline import PrecisionNotAvailable, apply_precision, ensure_available
 from .recipes import Recipe, load_recipe
 from .tasks import OFFICIAL_WEIGHTS_PAGE, Task, get_task
 
@@ -119,7 +120,6 @@ def build_engine_or_explain(onnx_path: Path, recipe: Recipe, echo: Callable[[str
 def check_job(job: ExportJob) -> None:
     """Option problems found before the slow export."""
     from .opsets import MAX_OPSET, MIN_OPSET, SUPPORTED_OPSETS
-    from .export.precision import PrecisionNotAvailable, ensure_available
 
     if job.calib is not None and job.precision == "fp32":
         raise ConfigError("--calib only goes with --fp16 or --int8")
@@ -235,7 +235,7 @@ def _export_and_validate(job, task, recipe, model, weights, shapes, onnx_path: P
 
 def _reduce_precision(job, recipe, model, shapes, onnx_path: Path, outcome: ExportOutcome, echo) -> Path | None:
     """The FP16 / INT8 model (checked against PyTorch), the FP32 one for fp32, None when it fails."""
-    from .export import apply_precision, validate_onnx
+    from .export import validate_onnx
 
     deploy_path = apply_precision(onnx_path, job.precision, recipe=recipe, calib_dir=job.calib,
                                   size_multiple=model.size_multiple)

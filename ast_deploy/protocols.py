@@ -142,25 +142,12 @@ class Tiles:
         if self.blend not in ("uniform", "feather"):
             raise ValueError(f"protocol {self}: blend must be 'uniform' or 'feather'")
 
-    def run(self, x: np.ndarray, infer: Infer) -> np.ndarray:
-        b, c, h, w = x.shape
-        padded = _reflect_pad(x, max(0, self.tile_h - h), max(0, self.tile_w - w))
-        ph, pw = padded.shape[2:]
-        origins = [(top, left) for top in tile_starts(ph, self.tile_h, self.overlap)
-                   for left in tile_starts(pw, self.tile_w, self.overlap)]
-        tiles = np.stack([padded[:, :, t : t + self.tile_h, l : l + self.tile_w] for t, l in origins], axis=1)
-        outputs = infer(tiles.reshape(-1, c, self.tile_h, self.tile_w))
-        outputs = outputs.reshape(b, len(origins), -1, self.tile_h, self.tile_w)
-        if self.blend == "feather":
-            weight = np.outer(_feather(self.tile_h, self.overlap), _feather(self.tile_w, self.overlap))
-        else:
-            weight = np.ones((self.tile_h, self.tile_w), dtype=np.float32)
-        merged = np.zeros((b, outputs.shape[2], ph, pw), dtype=np.float32)
-        total = np.zeros((ph, pw), dtype=np.float32)
-        for i, (t, l) in enumerate(origins):
-            merged[:, :, t : t + self.tile_h, l : l + self.tile_w] += outputs[:, i] * weight
-            total[t : t + self.tile_h, l : l + self.tile_w] += weight
-        return (merged / total)[:, :, :h, :w]
+    def run(self, x: np.ndarray, infer: Infer, batch: int = 1) -> np.ndarray:
+        """Tiles ``batch`` at a time, blended into one output as they come (memory holds one batch
+        of tiles and a band of rows, not every tile of the image); see planning.run_tiles."""
+        from .planning import ArraySource, run_tiles_to_array
+
+        return run_tiles_to_array(ArraySource(x), self, infer, batch)
 
     def __str__(self) -> str:
         size = f"{self.tile_h}" if self.tile_h == self.tile_w else f"{self.tile_h}x{self.tile_w}"

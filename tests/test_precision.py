@@ -313,7 +313,7 @@ def test_export_hook_writes_fp16_beside_the_fp32_model(demo_onnx, calib, work):
     import json
     import shutil
 
-    from ast_deploy.export import apply_precision
+    from ast_deploy.precision.pipeline import apply_precision
 
     fp32 = work / "hook" / "ast-derain.onnx"
     fp32.parent.mkdir()

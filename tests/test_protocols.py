@@ -101,7 +101,7 @@ def test_runner_tiles_into_a_static_backend(tiny_model):
     runner = Runner(tiny_model, protocol="pad:128")
     runner.backend.shape_range = ((1, 128, 128), (4, 128, 128))  # (B, H, W): backends/base.py
     x = np.random.default_rng(3).random((1, 3, 200, 150), dtype=np.float32)
-    expected = Tiles(128, 128, 32).run(x, runner.backend.infer)
+    expected = Tiles(128, 128, 32, "feather").run(x, runner.backend.infer)  # tiled to fit: feathered
     np.testing.assert_allclose(runner(x), expected, atol=1e-6)
 
 

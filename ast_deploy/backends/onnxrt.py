@@ -117,9 +117,12 @@ class OnnxRuntimeBackend(Backend):
         self.metadata = dict(metadata)
         self.size_multiple, self.size_multiple_source = model_size_multiple(self.path, metadata, size_multiple)
         self.shape_range = shape_range_from_dims(inputs[0].shape, self.size_multiple)
+        self.intra_op_threads = loader.intra_op_threads
+        self._run_options = arena_shrinking_run_options(self.provider)
 
     def _infer(self, batch: np.ndarray) -> np.ndarray:
-        (out,) = self.session.run([self._output], {self._input: batch.astype(self._input_type, copy=False)})
+        (out,) = self.session.run([self._output], {self._input: batch.astype(self._input_type, copy=False)},
+                                  self._run_options)
         return np.asarray(out, dtype=np.float32)
 
     def close(self) -> None:
@@ -172,6 +175,19 @@ def describe_onnx_failure(path, error: Exception) -> str:
         return (f"the file is truncated or corrupt: it does not parse as an ONNX protobuf ({size} bytes"
                 + (f", looks like {looks}" if looks else "") + "); export or download it again")
     return f"ONNX Runtime cannot load it: {first[:300]}"
+
+
+def arena_shrinking_run_options(provider: str):
+    """Run options that hand the memory arena's free chunks back after every run, so the arena does
+    not keep the peak of the largest image for the session's life (measured in
+    benchmarks/RESULTS.md, memory section: same speed as the default arena, RSS back to the
+    baseline after each run; disabling the arena also bounds it but peaks higher at small sizes)."""
+    import onnxruntime as ort
+
+    options = ort.RunOptions()
+    devices = "cpu:0" if provider == "CPUExecutionProvider" else "cpu:0;gpu:0"
+    options.add_run_config_entry("memory.enable_memory_arena_shrinkage", devices)
+    return options
 
 
 def shape_range_from_dims(dims, size_multiple: int) -> ShapeRange | None:

@@ -14,7 +14,7 @@ class TorchBackend(Backend):
     name = "pytorch"
     shape_range = None  # any size that is a multiple of size_multiple
 
-    def __init__(self, model: torch.nn.Module, device: str | torch.device = "cpu", max_batch: int = 4):
+    def __init__(self, model: torch.nn.Module, device: str | torch.device = "cpu", max_batch: int | None = None):
         self.device = torch.device(device)
         self.model = model.eval().to(self.device)
         self.size_multiple = model.size_multiple

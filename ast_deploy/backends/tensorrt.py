@@ -164,6 +164,16 @@ class TensorRTBackend(Backend):
             self.stream.synchronize()
         return y.astype(np.float32, copy=False)
 
+    def memory_cost(self):
+        """The engine's working set: its execution context's device memory is allocated once, at
+        load, for the profile's largest shape (so it is already out of the free memory the budget
+        is taken from); each call adds its input and output buffers and their float32 host copies."""
+        from ..budget import Cost
+
+        per_pixel = 3 * (self._in_dtype.itemsize + self._out_dtype.itemsize + 4 + 4)
+        context = getattr(self.engine, "device_memory_size_v2", None) or getattr(self.engine, "device_memory_size", 0)
+        return Cost(float(per_pixel), 0.0, f"tensorrt I/O buffers (context memory {int(context)} B held since load)")
+
     def close(self) -> None:
         self.context = None
         self.engine = None

@@ -9,6 +9,7 @@ import sys
 import numpy as np
 
 from ..bench import benchmark, format_table
+from ..budget import current_rss, format_size, release_memory
 from ..checks.synthetic import synthetic_image
 from ..fileio import atomic_write
 from ..shapes import parse_sizes
@@ -43,7 +44,7 @@ def main(argv=None) -> int:
         p.error(f"--sizes: {e}")
     from ..console import Progress
 
-    rows = []
+    rows, notes = [], set()
     bar = Progress(total=len(args.sources) * len(sizes), desc="benchmarking", unit="run", quiet=args.quiet)
     for source in args.sources:
         try:
@@ -53,12 +54,22 @@ def main(argv=None) -> int:
             return 2
         for h, w in sizes:
             batch = np.stack([synthetic_image(h, w, seed) for seed in range(args.batch)])
+            # the process's own baseline (imports, weights), measured after the cost probe; the
+            # budget covers the working set on top of it
+            plan = runner.plan_for(h, w, images=args.batch)
+            release_memory()
+            baseline = current_rss()
             result = benchmark(runner, batch, runs=args.runs, warmup=args.warmup)
             rows.append({"source": str(source), "size": f"{h}x{w}", "protocol": str(runner.protocol),
-                         "backend": getattr(runner.backend, "name", type(runner.backend).__name__), **result})
+                         "backend": getattr(runner.backend, "name", type(runner.backend).__name__), **result,
+                         "baseline_rss_mb": baseline / 2 ** 20, "max_memory": format_size(runner.budget),
+                         "plan": str(plan.protocol), "plan_batch": plan.batch})
             bar.update(status=f"{source} {h}x{w}: {result['mean_ms']:.1f} ms")
-    bar.close()
+        notes.add(runner.tiling_note())
     print(format_table(rows))
+    notes = {runner_note for runner_note in notes if runner_note}
+    for note in sorted(notes):
+        print(f"ast-bench: {note}", file=sys.stderr)
     if args.json:
         atomic_write(args.json, json.dumps(rows, indent=2) + "\n")
     return 0

@@ -82,14 +82,15 @@ def synthetic_cases(sizes: str, seed: int):
 
 
 def paired(reference, candidate):
-    """Both Runners as [1, 3, H, W] -> output callables that run each image with the same protocol:
-    when the candidate (an engine built for a size range) must tile an image, the reference tiles it
-    the same way, so the comparison measures the model, not the tiling."""
-    def protocol(x):
+    """Both Runners as [1, 3, H, W] -> output callables that run each image with one plan, the
+    stricter of the two (ast_deploy.planning): when either side must tile an image (an engine's
+    profile, a memory budget), both tile it the same way, so the comparison measures the model,
+    not the tiling."""
+    def plan(x):
         h, w = x.shape[2:]
-        return reference.protocol_for(h, w, candidate.protocol_for(h, w))
+        return reference.plan_for(h, w, others=[candidate.limits()])
 
-    return (lambda x: reference.run_nchw(x, protocol(x))), (lambda x: candidate.run_nchw(x, protocol(x)))
+    return (lambda x: reference.run_nchw(x, plan=plan(x))), (lambda x: candidate.run_nchw(x, plan=plan(x)))
 
 
 def write_outputs(report, args) -> None:
@@ -121,6 +122,9 @@ def main(argv=None) -> int:
                               [CaseResult("run", (0, 0), {}, None, [message])])
         print(f"ast-check: {message}", file=sys.stderr)
     print(text_table(report))
+    note = reference.tiling_note()
+    if note:
+        print(f"ast-check: both sides ran one plan: {note}", file=sys.stderr)
     write_outputs(report, args)
     return 0 if report.passed else 1
 

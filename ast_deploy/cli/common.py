@@ -156,6 +156,33 @@ def add_model_options(p: argparse.ArgumentParser, protocol_help: str = "") -> No
     p.add_argument("--size-multiple", type=_size_multiple_arg, metavar="N",
                    help="H and W multiple of an ONNX model without ast.size_multiple metadata (one not made "
                         "by ast-export); such a model also needs --task or --protocol")
+    # memory budget (ast_deploy.budget / ast_deploy.planning)
+    p.add_argument("--max-memory", metavar="SIZE", type=_memory_size,
+                   help="working-memory budget of the model, e.g. 512M, 4G, or 'unlimited' (default: automatic: "
+                        "CPU min(2G, available RAM / 4), CUDA 80%% of free memory); images that do not fit run "
+                        "as blended tiles")
+    p.add_argument("--tile", metavar="SIZE[:OVERLAP]", type=_tile_spec,
+                   help="force square tiles of SIZE pixels (a multiple of the model's size multiple), "
+                        "feathered over OVERLAP pixels (default: SIZE/16, at least 32)")
+
+
+def _memory_size(text: str):
+    from ..budget import parse_size
+
+    try:
+        parse_size(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    return text
+
+
+def _tile_spec(text: str):
+    from ..planning import parse_tile
+
+    try:
+        return parse_tile(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def load_config(text: str | None) -> dict | None:
@@ -177,7 +204,9 @@ def open_runner(source, args: argparse.Namespace):
     config = load_config(args.config) if backend_kind(source) == "pytorch" else None
     try:
         return Runner(source, task=args.task, protocol=args.protocol, device=args.device, config=config,
-                      size_multiple=getattr(args, "size_multiple", None), force=getattr(args, "force", False))
+                      size_multiple=getattr(args, "size_multiple", None), force=getattr(args, "force", False),
+                      max_memory=getattr(args, "max_memory", None), tile=getattr(args, "tile", None),
+                      progress=getattr(args, "tile_progress", None))
     # CheckpointError is a ValueError, so are bad tasks and protocols; engines need TensorRT and a GPU
     except (OSError, ValueError, BackendError, TensorRTNotInstalled) as e:
         raise UsageError(f"cannot open {source}: {e}") from e

@@ -38,10 +38,6 @@ def parser() -> argparse.ArgumentParser:
     ray.add_argument("--workers", type=int, metavar="N", help="actors holding a model (default: one per "
                      "--gpus-per-worker GPUs, else one per CPU but one)")
     ray.add_argument("--gpus-per-worker", type=float, default=0, metavar="G", help="GPUs per actor (default 0)")
-    try:  # the memory budget may already be a model option
-        p.add_argument("--max-memory", metavar="SIZE", help="memory budget per process (per Ray worker), e.g. 4G")
-    except argparse.ArgumentError:
-        pass
     return p
 
 
@@ -61,6 +57,9 @@ def main(argv=None) -> int:
             return run_cli(args, inputs, failures)
         outdir = Path(args.out)
         jobs, skipped, clashes = plan_outputs(inputs, outdir, args.force)
+        from ..progress import TileProgress
+
+        args.tile_progress = TileProgress("tiles")
         runner = open_runner(args.engine or args.onnx or args.weights or args.server, args)
     except (UsageError, OutputError) as e:
         print(f"ast-restore: error: {e}", file=sys.stderr)
@@ -76,6 +75,8 @@ def main(argv=None) -> int:
                 failures.append(str(e) if str(src) in str(e) else f"{src}: {type(e).__name__}: {e}")
                 bar.write(f"ast-restore: failed: {failures[-1]}")
             bar.update(status=Path(src).name)
+    if runner.tiling_note():
+        print(f"ast-restore: {runner.tiling_note()}", file=sys.stderr)
     return summarize(done, skipped, failures, outdir)
 
 

@@ -9,14 +9,13 @@ from .cleanup import FORBIDDEN_OPS, GraphCheckError, GraphStats, check_graph, cl
 from .custom_nodes import ASSA_OP, ASSA_SHIFTED_OP, DOMAIN, PARTIAL_CONV_OP, attach_functions
 from .onnx_export import (DEFAULT_OPSET, INPUT_NAME, MIN_OPSET, OUTPUT_NAME, ExportError, ExportResult,
                           export_onnx, ops_impl, save_atomically)
-from .precision import PrecisionNotAvailable, apply_precision
 from ..recipes import Recipe, RecipeError, load_recipe
 from .validate import ValidationReport, validate_onnx
 
 __all__ = [
     "ASSA_OP", "ASSA_SHIFTED_OP", "DEFAULT_OPSET", "DOMAIN", "FORBIDDEN_OPS", "INPUT_NAME", "MIN_OPSET",
     "OUTPUT_NAME", "PARTIAL_CONV_OP", "ExportError", "ExportResult", "GraphCheckError", "GraphStats",
-    "PrecisionNotAvailable", "Recipe", "RecipeError", "ValidationReport", "apply_precision",
+    "Recipe", "RecipeError", "ValidationReport",
     "attach_functions", "check_graph", "clean_graph", "export_onnx", "graph_stats", "load_recipe", "ops_impl",
     "save_atomically", "validate_onnx",
 ]

@@ -1,21 +1,19 @@
-"""The reference AST model and its checkpoints.
+"""The reference AST model, its architectures and checkpoints.
 
-``AST``, the checkpoint helpers and the factory import torch, so they load on first use:
-``ast_deploy.tasks`` and the runtime read the architectures (``configs``) without torch, as running an
-ONNX or an engine needs none (and the server environment of ``ast-serve`` has none).
-"""
+The architectures (``configs``) import nothing; the model, the checkpoint reader and the factory
+import torch, so they are loaded on first use (a task's or the demo's config needs no torch)."""
+
+import importlib
 
 from .configs import ARCHITECTURES, AST_B, AST_DEMO, AST_T
 
-_LAZY = {"AST": "ast", "CheckpointError": "checkpoint", "load_checkpoint": "checkpoint",
-         "read_state_dict": "checkpoint", "build_model": "factory", "resolve_config": "factory"}
+_LAZY = {"AST": ".ast", "CheckpointError": ".checkpoint", "load_checkpoint": ".checkpoint",
+         "read_state_dict": ".checkpoint", "build_model": ".factory", "resolve_config": ".factory"}
 
 
 def __getattr__(name):
     if name in _LAZY:
-        import importlib
-
-        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+        return getattr(importlib.import_module(_LAZY[name], __name__), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 

@@ -1,0 +1,366 @@
+"""The memory budget: how much working memory a backend may use, and what an image costs it.
+
+- :func:`parse_size` reads ``512M``, ``4G`` (binary units), a number of bytes, or ``unlimited``.
+- :func:`default_budget` is the automatic budget: on the CPU the smaller of 2 GiB and a quarter of
+  the available RAM, on a CUDA device 80 % of its free memory.
+- :func:`measure_cost` measures a backend's working set as ``constant + bytes_per_pixel x (batch x
+  H x W)`` from a small probe run (the peak resident set of two sizes, fitted as a line), cached on
+  disk per model file, backend and runtime version.
+
+The budget covers the backend's working set (activations, arenas, batch buffers); the process's
+baseline (imports, weights) and the photo's own input and output buffers come on top.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import gc
+import hashlib
+import json
+import math
+import os
+import re
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+KiB, MiB, GiB = 2 ** 10, 2 ** 20, 2 ** 30
+UNLIMITED = math.inf
+CPU_CAP = 2 * GiB
+CUDA_FRACTION = 0.8
+COST_FORMAT = 1  # bump when the probe's method changes: old cache entries are then ignored
+
+_UNITS = {"": 1, "k": KiB, "m": MiB, "g": GiB, "t": 2 ** 40}
+
+
+def parse_size(value) -> float:
+    """Bytes of a budget: an int, ``"4G"`` / ``"512M"`` / ``"1.5G"`` (binary: MiB, GiB; ``"4GiB"``
+    and ``"4GB"`` read the same), or ``"unlimited"`` (``math.inf``)."""
+    if isinstance(value, bool):
+        raise ValueError(f"memory size must be a number of bytes or a string such as 4G, not {value!r}")
+    if isinstance(value, (int, float)):
+        if value == math.inf:
+            return UNLIMITED
+        if not value > 0:
+            raise ValueError(f"memory size must be positive, got {value!r}")
+        return int(value)
+    if not isinstance(value, str):
+        raise ValueError(f"memory size must be a number of bytes or a string such as 4G, not {type(value).__name__}")
+    text = value.strip().lower()
+    if text in ("unlimited", "inf", "none", "off"):
+        return UNLIMITED
+    m = re.fullmatch(r"(\d+(?:\.\d+)?)\s*([kmgt]?)(?:i?b)?", text)
+    if not m or (not m.group(2) and "." in m.group(1)):
+        raise ValueError(f"cannot read memory size {value!r}: use bytes, or a number with K, M, G or T "
+                         "(binary units, e.g. 512M, 4G), or 'unlimited'")
+    size = int(float(m.group(1)) * _UNITS[m.group(2)])
+    if size <= 0:
+        raise ValueError(f"memory size must be positive, got {value!r}")
+    return size
+
+
+def format_size(size: float) -> str:
+    if size == UNLIMITED:
+        return "unlimited"
+    for unit, factor in (("G", GiB), ("M", MiB), ("K", KiB)):
+        if size >= factor:
+            return f"{size / factor:.1f}{unit}iB".replace(".0", "")
+    return f"{int(size)} B"
+
+
+# --------------------------------------------------------------------------------------------
+# What the device has
+# --------------------------------------------------------------------------------------------
+
+def available_ram() -> int | None:
+    """MemAvailable from /proc/meminfo (Linux), else psutil's figure where it is installed."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * KiB
+    except OSError:
+        pass
+    try:
+        import psutil
+    except ImportError:
+        return None
+    return int(psutil.virtual_memory().available)
+
+
+def cuda_free_memory(index: int = 0) -> int | None:
+    """Free bytes on CUDA device ``index``: through torch if it is loaded and sees CUDA, else
+    cuda-python's runtime; None when neither answers."""
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        try:
+            if torch.cuda.is_available():
+                return int(torch.cuda.mem_get_info(index)[0])
+        except Exception:
+            pass
+    try:
+        from cuda import cudart  # cuda-python
+    except ImportError:
+        try:
+            from cuda.bindings import runtime as cudart
+        except ImportError:
+            return None
+    try:
+        err, device = cudart.cudaGetDevice()
+        cudart.cudaSetDevice(index)
+        err, free, _ = cudart.cudaMemGetInfo()
+        cudart.cudaSetDevice(device)
+        return int(free) if int(err) == 0 else None
+    except Exception:
+        return None
+
+
+def default_budget(device: str = "cpu") -> float:
+    """The automatic budget for ``device`` ("cpu", "cuda", "cuda:N")."""
+    device = str(device)
+    if device.startswith("cuda"):
+        _, _, index = device.partition(":")
+        free = cuda_free_memory(int(index) if index else 0)
+        if free is not None:
+            return int(CUDA_FRACTION * free)
+    ram = available_ram()
+    return CPU_CAP if ram is None else min(CPU_CAP, ram // 4)
+
+
+def resolve_budget(max_memory, device: str = "cpu") -> float:
+    """``max_memory`` as the Runner takes it (None: automatic) -> bytes, or ``math.inf``."""
+    return default_budget(device) if max_memory is None else parse_size(max_memory)
+
+
+# --------------------------------------------------------------------------------------------
+# Resident memory of this process
+# --------------------------------------------------------------------------------------------
+
+def _status_kib(field: str) -> int | None:
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith(field):
+                    return int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
+def current_rss() -> int:
+    kib = _status_kib("VmRSS:")
+    if kib is not None:
+        return kib * KiB
+    try:
+        import psutil
+
+        return int(psutil.Process().memory_info().rss)
+    except ImportError:
+        return 0
+
+
+def reset_peak() -> bool:
+    """Reset the kernel's peak-RSS mark (VmHWM) of this process; False where that is not possible."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def peak_rss() -> int:
+    """VmHWM (since the last :func:`reset_peak`), else the process's lifetime peak (getrusage)."""
+    kib = _status_kib("VmHWM:")
+    if kib is not None:
+        return kib * KiB
+    import resource
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak if sys.platform == "darwin" else peak * KiB
+
+
+_libc = None
+
+
+def release_memory() -> None:
+    """Give freed heap memory back to the system between images (glibc keeps it otherwise)."""
+    global _libc
+    gc.collect()
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        if _libc is None:
+            _libc = ctypes.CDLL("libc.so.6")
+        _libc.malloc_trim(0)
+    except (OSError, AttributeError):
+        _libc = False
+
+
+# --------------------------------------------------------------------------------------------
+# The cost of an image on a backend
+# --------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Cost:
+    """Working set of one backend call: ``constant + bytes_per_pixel x batch x H x W``."""
+
+    bytes_per_pixel: float
+    constant: float = 0.0
+    source: str = "measured"
+
+    def of(self, batch: int, h: int, w: int) -> float:
+        return self.constant + self.bytes_per_pixel * batch * h * w
+
+    def max_pixels(self, budget: float) -> float:
+        """Most pixels (batch x H x W) one call may take within ``budget``."""
+        if budget == UNLIMITED or self.bytes_per_pixel <= 0:
+            return math.inf
+        return max(0.0, (budget - self.constant) / self.bytes_per_pixel)
+
+
+SAFETY = 1.1  # measured slope and constant are raised by this factor: RSS and allocator noise
+
+
+def fit_cost(points: list[tuple[int, int]], source: str = "measured") -> Cost:
+    """A line through (pixels, bytes) probe points, never below any of them, raised by SAFETY."""
+    points = sorted(points)
+    if len(points) == 1 or points[-1][0] == points[0][0]:
+        pixels, used = points[-1]
+        return Cost(SAFETY * used / pixels, 0.0, source)
+    (p1, b1), (p2, b2) = points[0], points[-1]
+    slope = (b2 - b1) / (p2 - p1)
+    if slope <= 0:  # noise: charge everything per pixel
+        return Cost(SAFETY * max(b for _, b in points) / p2, 0.0, source)
+    constant = max(0.0, max(b - slope * p for p, b in points))
+    return Cost(SAFETY * slope, SAFETY * constant, source)
+
+
+def _cache_file() -> Path:
+    root = os.environ.get("AST_DEPLOY_CACHE") or Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "ast_deploy"
+    return Path(root) / "cost.json"
+
+
+def file_digest(path: str | os.PathLike) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            h.update(block)
+    return h.hexdigest()[:24]
+
+
+def backend_identity(backend) -> str | None:
+    """What a backend's cost depends on: its model (file content, or the module's architecture),
+    its runtime and version, and its thread count. None when it cannot be named (then no cache)."""
+    kind = type(backend).__name__
+    path = getattr(backend, "path", None)
+    if path is not None and Path(path).is_file():
+        model = file_digest(path)
+        runtime = "onnxruntime" if "Onnx" in kind else "tensorrt"
+    elif getattr(backend, "model", None) is not None and hasattr(backend.model, "state_dict"):
+        shapes = sorted((k, tuple(v.shape)) for k, v in backend.model.state_dict().items())
+        extra = getattr(backend.model, "ops_impl", None)
+        model = hashlib.sha256(repr((shapes, extra, type(backend.model).__name__)).encode()).hexdigest()[:24]
+        runtime = "torch"
+    else:
+        return None
+    module = sys.modules.get(runtime)
+    version = getattr(module, "__version__", "?")
+    threads = getattr(backend, "intra_op_threads", None) or os.cpu_count()
+    device = getattr(backend, "provider", None) or str(getattr(backend, "device", "cpu"))
+    return f"v{COST_FORMAT}:{model}:{kind}:{runtime}-{version}:{device}:t{threads}"
+
+
+def _read_cache() -> dict:
+    try:
+        return json.loads(_cache_file().read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _write_cache(key: str, cost: Cost) -> None:
+    from .fileio import atomic_write
+
+    entries = _read_cache()
+    entries[key] = {**asdict(cost), "when": time.strftime("%Y-%m-%d %H:%M:%S")}
+    try:
+        path = _cache_file()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(path, json.dumps(entries, indent=1, sort_keys=True) + "\n")
+    except OSError:
+        pass  # a read-only home: measure again next time
+
+
+def probe_sizes(backend) -> list[tuple[int, int]]:
+    """Two square sizes the backend takes (one when its profile allows only one)."""
+    m = int(getattr(backend, "size_multiple", 128))
+    sizes = [(m, m), (2 * m, 2 * m)]
+    shape_range = getattr(backend, "shape_range", None)
+    if shape_range is not None:
+        (_, min_h, min_w), (_, max_h, max_w) = shape_range
+        fits = [(h, w) for h, w in sizes if min_h <= h <= (max_h or h) and min_w <= w <= (max_w or w)]
+        sizes = fits or [(min_h, min_w)]
+    return sizes
+
+
+def probe(backend, sizes: list[tuple[int, int]] | None = None) -> list[tuple[int, int]]:
+    """Run the backend once per size (batch 1) and return (pixels, peak resident growth) points."""
+    import numpy as np
+
+    sizes = sizes or probe_sizes(backend)
+    rng = np.random.default_rng(0)
+    h0, w0 = sizes[0]
+    backend.infer(rng.random((1, 3, h0, w0), dtype=np.float32))  # one-time allocations stay out of it
+    device = getattr(backend, "device", None)
+    if getattr(device, "type", None) == "cuda":  # a PyTorch module on a GPU: its allocator's peak
+        import torch
+
+        points = []
+        for h, w in sizes:
+            torch.cuda.synchronize(device)
+            before = torch.cuda.memory_allocated(device)
+            torch.cuda.reset_peak_memory_stats(device)
+            backend.infer(rng.random((1, 3, h, w), dtype=np.float32))
+            points.append((h * w, max(0, torch.cuda.max_memory_allocated(device) - before)))
+        return points
+    points = []
+    for h, w in sizes:
+        x = rng.random((1, 3, h, w), dtype=np.float32)
+        release_memory()
+        before = current_rss()
+        if not reset_peak():
+            before = peak_rss()  # no reset: only growth above the lifetime peak is seen
+        backend.infer(x)
+        points.append((h * w, max(0, peak_rss() - before)))
+        del x
+    release_memory()
+    return points
+
+
+_MEMO: dict[str, Cost] = {}
+
+
+def measure_cost(backend, *, use_cache: bool = True) -> Cost:
+    """The backend's working set per call, from ``backend.memory_cost()`` where it knows it (a
+    TensorRT engine), else a probe run; cached in memory and on disk by :func:`backend_identity`."""
+    known = getattr(backend, "memory_cost", None)
+    if callable(known):
+        cost = known()
+        if cost is not None:
+            return cost
+    key = backend_identity(backend)
+    if use_cache and key is not None:
+        if key in _MEMO:
+            return _MEMO[key]
+        entry = _read_cache().get(key)
+        if entry:
+            cost = Cost(entry["bytes_per_pixel"], entry["constant"], "cached probe")
+            _MEMO[key] = cost
+            return cost
+    cost = fit_cost(probe(backend), "probe")
+    if key is not None:
+        _MEMO[key] = cost
+        if use_cache:
+            _write_cache(key, cost)
+    return cost
