@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import io
 import os
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from .console import note
 from .fileio import atomic_write
 
 READABLE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp"}
@@ -58,15 +58,49 @@ def _read_pillow(path: Path) -> np.ndarray:
     from PIL import Image as PILImage
 
     with PILImage.open(path) as im:
-        if im.mode == "P":  # a palette is a colour image stored compactly
-            im = im.convert("RGBA" if "transparency" in im.info else "RGB")
-        elif im.mode == "1":
-            im = im.convert("L")
-        elif im.mode in ("I;16", "I;16B", "I;16L"):
-            return np.asarray(im, dtype=np.uint16)
-        elif im.mode not in ("L", "LA", "RGB", "RGBA"):
-            raise ImageError(f"{path}: colour mode {im.mode} is not supported; convert it to RGB first")
+        return pil_to_array(im, str(path))
+
+
+# Pillow modes and how each becomes an array ``to_rgb`` takes: 8-bit L / LA / RGB / RGBA as they are,
+# others converted by Pillow to the mode named, 16-bit ones as uint16. Any other mode is refused by name.
+_PIL_8BIT = {"L", "LA", "RGB", "RGBA"}
+_PIL_CONVERT = {"1": "L", "PA": "RGBA", "La": "LA", "RGBa": "RGBA", "RGBX": "RGB", "YCbCr": "RGB",
+                "LAB": "RGB", "HSV": "RGB", "CMYK": "RGB"}
+_PIL_16BIT = {"I;16", "I;16L", "I;16B", "I;16N"}
+
+
+def pil_to_array(im, source: str = "PIL image") -> np.ndarray:
+    """The pixels of a Pillow image as uint8 (8-bit modes) or uint16 (16-bit modes), H x W [x C].
+
+    Palette images become RGB (RGBA with transparency); CMYK, YCbCr, LAB and HSV are converted to
+    RGB by Pillow (CMYK with a note: no colour profile is applied); ``I`` (32-bit integers, as Pillow
+    opens some 16-bit files) is read as 16-bit when its values lie within 0..65535; ``F`` (floats
+    with no fixed range) and every other mode are refused by name. ``read_image`` and ``Runner``
+    both go through here, so a file and the same picture given as a PIL image agree."""
+    mode = im.mode
+    if mode in _PIL_8BIT:
         return np.asarray(im)
+    if mode == "P":
+        return np.asarray(im.convert("RGBA" if "transparency" in im.info else "RGB"))
+    if mode in _PIL_CONVERT:
+        if mode == "CMYK":
+            note(f"{source}: CMYK converted to RGB without a colour profile (colours may differ from a "
+                 "colour-managed viewer's)")
+        pixels = np.asarray(im.convert(_PIL_CONVERT[mode]))
+        return pixels.astype(np.uint8) if pixels.dtype == bool else pixels
+    if mode in _PIL_16BIT:
+        return np.asarray(im).astype(np.uint16)  # I;16B is big-endian: native order for NumPy
+    if mode == "I":
+        pixels = np.asarray(im)
+        low, high = (int(pixels.min()), int(pixels.max())) if pixels.size else (0, 0)
+        if low < 0 or high > 65535:
+            raise ImageError(f"{source}: mode I (32-bit integers) with values {low}..{high}; only 0..65535 "
+                             "(16-bit) is read: scale it to 16 or 8 bits first")
+        return pixels.astype(np.uint16)
+    if mode == "F":
+        raise ImageError(f"{source}: mode F (32-bit float pixels) has no fixed value range; give the Runner a "
+                         "float array scaled to [0, 1] instead (np.asarray(image) / its maximum)")
+    raise ImageError(f"{source}: Pillow mode {mode} is not supported; convert it to RGB first")
 
 
 def to_rgb(pixels: np.ndarray, source: str = "image") -> np.ndarray:
@@ -77,11 +111,11 @@ def to_rgb(pixels: np.ndarray, source: str = "image") -> np.ndarray:
         raise ImageError(f"{source}: expected an H x W x C image, got shape {pixels.shape}")
     channels = pixels.shape[-1]
     if channels in (2, 4):
-        warnings.warn(f"{source}: dropping the alpha channel", stacklevel=3)
+        note(f"{source}: dropping the alpha channel", stacklevel=4)
         pixels = pixels[..., : channels - 1]
         channels -= 1
     if channels == 1:
-        warnings.warn(f"{source}: grayscale image converted to RGB", stacklevel=3)
+        note(f"{source}: grayscale image converted to RGB", stacklevel=4)
         pixels = np.repeat(pixels, 3, axis=-1)
     elif channels != 3:
         raise ImageError(f"{source}: {channels} channels; AST restores RGB images")

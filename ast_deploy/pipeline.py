@@ -50,6 +50,7 @@ class ExportJob:
     recipe: Path | None = None
     arch_config: Path | None = None
     seed: int = 0
+    quiet: bool = False  # no progress
 
 
 @dataclass
@@ -91,35 +92,39 @@ def output_stem(task: str, shape, batch: int, custom_ops: bool) -> str:
     return stem + ("" if custom_ops else "-std")
 
 
-def ast_build_command(onnx_path: Path, recipe: Recipe) -> str:
-    """The command that builds the engine on the target, with the recipe's profile spelt out (the
-    target may have no recipe file, and a --recipe PATH given here is not the task's)."""
+def ast_build_command(onnx_path: Path, recipe: Recipe, static_shape=None) -> str:
+    """The command that builds the engine on the target, with the profile spelt out (the target may
+    have no recipe file, and a --recipe PATH given here is not the task's): a static export's own
+    shape ``BxCxHxW`` (a recipe's range cannot fit a fixed input), else the recipe's profile."""
+    if static_shape is not None:
+        return f"ast-build {onnx_path} --shapes {'x'.join(str(d) for d in static_shape)}"
     return f"ast-build {onnx_path} --shapes {recipe.profile}"
 
 
-def build_engine_or_explain(onnx_path: Path, recipe: Recipe, echo: Callable[[str], None] = print) -> None:
+def build_engine_or_explain(onnx_path: Path, recipe: Recipe, echo: Callable[[str], None] = print,
+                            static_shape=None) -> None:
     """Build the engine where TensorRT is installed, else print the ast-build command for the target."""
+    command = ast_build_command(onnx_path, recipe, static_shape)
     if importlib.util.find_spec("tensorrt") is None:
-        echo(f"TensorRT is not installed here: the ONNX is ready. On the target machine run:\n"
-             f"  {ast_build_command(onnx_path, recipe)}")
+        echo(f"TensorRT is not installed here: the ONNX is ready. On the target machine run:\n  {command}")
         return
     try:
         from .engines.build import build_engine
     except ImportError as e:
         echo(f"TensorRT is installed but this ast_deploy has no engine builder ({e}); on a machine with it run:\n"
-             f"  {ast_build_command(onnx_path, recipe)}")
+             f"  {command}")
         return
-    build_engine(onnx_path, recipe=recipe)
+    build_engine(onnx_path, recipe=recipe, shapes=command.split("--shapes ")[1] if static_shape else None)
 
 
 def check_job(job: ExportJob) -> None:
     """Option problems found before the slow export."""
-    from .export import MIN_OPSET
+    from .opsets import MAX_OPSET, MIN_OPSET, SUPPORTED_OPSETS
 
     if job.calib is not None and job.precision == "fp32":
         raise ConfigError("--calib only goes with --fp16 or --int8")
-    if job.opset is not None and job.opset < MIN_OPSET:
-        raise ConfigError(f"--opset must be >= {MIN_OPSET} (LayerNormalization as one node), got {job.opset}")
+    if job.opset is not None and job.opset not in SUPPORTED_OPSETS:
+        raise ConfigError(f"--opset {job.opset} is not supported: use {MIN_OPSET} to {MAX_OPSET}")
     try:
         ensure_available(job.precision, job.calib)
     except PrecisionNotAvailable as e:
@@ -179,33 +184,31 @@ def export_task(job: ExportJob, echo: Callable[[str], None] = print) -> ExportOu
     if deploy_path is None:
         return outcome
     outcome.deploy_path = deploy_path
-    build_engine_or_explain(deploy_path, recipe, echo)
+    build_engine_or_explain(deploy_path, recipe, echo, shapes[0] if job.shape is not None else None)
     return outcome
 
 
 def _export_and_validate(job, task, recipe, model, weights, shapes, onnx_path: Path, echo):
-    from tqdm import tqdm
-
+    from .console import Progress
     from .export import export_onnx, validate_onnx
     from .export.onnx_export import DEFAULT_OPSET
 
     opset = job.opset or DEFAULT_OPSET
     started = time.perf_counter()
     # One bar: export, clean-up and write, then one tick per inference of the validation.
-    bar = tqdm(total=3 + 2 * len(shapes), desc=f"ast-export {task.name}", unit="step", file=sys.stderr,
-               leave=False, bar_format="{desc}: {n_fmt}/{total_fmt} [{elapsed}]")
+    bar = Progress(total=3 + 2 * len(shapes), desc=f"ast-export {task.name}", unit="step", quiet=job.quiet)
 
     def on_stage(name: str) -> None:
         if name != "torch.onnx.export":
             bar.update(1)
-        bar.set_description_str(f"ast-export {task.name}: {name}")
+        bar.describe(f"ast-export {task.name}: {name}")
 
     try:
         result = export_onnx(model, onnx_path, shape=job.shape, batch=job.batch or 1, opset=opset,
                              custom_ops=job.custom_ops, progress=on_stage,
                              metadata=export_metadata(model.size_multiple, task.name))
         bar.update(1)
-        bar.set_description_str(f"ast-export {task.name}: validate (pytorch, onnxruntime)")
+        bar.describe(f"ast-export {task.name}: validate (pytorch, onnxruntime)")
         report = validate_onnx(model, onnx_path, shapes, recipe.tolerance("fp32"), seed=job.seed,
                                on_infer=lambda: bar.update(1))
     finally:

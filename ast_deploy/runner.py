@@ -9,30 +9,82 @@ each backend documents its own thread safety (the PyTorch one needs nothing).
 
 from __future__ import annotations
 
+import os
 import sys
 
 import numpy as np
 from PIL import Image as PILImage
 
-from .backends import open_backend
-from .images import quantize, to_rgb, to_unit_float
+from .backends import backend_kind, open_backend
+from .images import pil_to_array, quantize, to_rgb, to_unit_float
 from .protocols import Protocol, Tiles, hw_range, parse_protocol
 from .tasks import get_task
+
+DEVICES = "cpu, cuda or cuda:N"
+
+
+def check_device(device) -> str:
+    """``device`` as the Runner takes it ("cpu", "cuda", "cuda:N"); anything else is a ValueError (an
+    unknown device must not silently run on the CPU)."""
+    text = str(device).strip().lower()
+    kind, sep, index = text.partition(":")
+    if kind == "cpu" and not sep or kind == "cuda" and (not sep or index.isdigit()):
+        return text
+    raise ValueError(f"unknown device {str(device)!r}: use {DEVICES}")
+
+
+def check_finite(x: np.ndarray) -> None:
+    """A ValueError saying where the first NaN / Inf of a float batch is (attention would spread one
+    such value through its window and beyond, giving an all-NaN picture)."""
+    finite = np.isfinite(x)
+    if finite.all():
+        return
+    count = int(x.size - np.count_nonzero(finite))
+    first = np.unravel_index(int(np.argmin(finite)), x.shape)
+    where = ", ".join(f"{name}={int(i)}" for name, i in zip(("batch", "channel", "y", "x")[-x.ndim:], first))
+    raise ValueError(f"the input holds {count} non-finite value(s) (NaN or Inf); the first is {x[first]} at "
+                     f"[{where}]: replace them (np.nan_to_num) before restoring")
 
 
 class Runner:
     """``max_memory``: the backend's memory budget (bytes, ``"4G"``, ``"unlimited"``; None: automatic,
     see ast_deploy.budget); an image whose protocol does not fit runs as feathered tiles that do.
     ``tile="SIZE[:OVERLAP]"`` forces square tiles. ``progress(done, total)`` is called after every
-    batch of tiles of an image that runs tiled."""
+    batch of tiles of an image that runs tiled.
+``size_multiple``: the H and W multiple of an ONNX model without ``ast.size_multiple`` metadata
+    (a model not made by ast-export is refused without it, and then needs ``task`` or ``protocol``).
+    An ONNX whose ``ast.task`` metadata names another task than ``task`` is refused unless ``force``;
+    without ``task``, the metadata's task gives the protocol."""
 
     def __init__(self, source, task: str | None = None, protocol: str | Protocol | None = None,
                  device: str = "cpu", *, config: dict | None = None, kernels: str | None = None,
-                 max_batch: int | None = None, max_memory=None, tile=None, progress=None):
-        self.backend = open_backend(source, device, task=task, config=config, kernels=kernels, max_batch=max_batch)
+                 max_batch: int | None = None, max_memory=None, tile=None, progress=None,
+                 size_multiple: int | None = None, force: bool = False):
+        device = check_device(device)
+        if task is not None:
+            get_task(task)  # an unknown task fails before a model is loaded
+        # --size-multiple is for ONNX models without metadata; for others it is checked against theirs below
+        onnx_options = ({"size_multiple": size_multiple} if size_multiple is not None
+                        and isinstance(source, (str, os.PathLike)) and backend_kind(source) == "onnx" else {})
+        self.backend = open_backend(source, device, task=task, config=config, kernels=kernels, max_batch=max_batch,
+                                    **onnx_options)
+        if size_multiple is not None and size_multiple != self.backend.size_multiple:
+            raise ValueError(f"{source}: size multiple {size_multiple} was given, the model's is "
+                             f"{self.backend.size_multiple}")
+        metadata = getattr(self.backend, "metadata", None) or {}
+        model_task = metadata.get("ast.task") or None
+        if task and model_task and task != model_task and not force:
+            raise ValueError(f"{source} was exported for task {model_task!r}, not {task!r} (a model trained for "
+                             f"one degradation does not restore another); use --task {model_task}, or --force "
+                             "(force=True) to run it anyway")
         if protocol is None:
-            protocol = get_task(task).protocol if task else (getattr(self.backend, "default_protocol", None)
-                                                             or f"pad:{self.backend.size_multiple}")
+            if task or model_task:
+                protocol = get_task(task or model_task).protocol
+            elif "no metadata" in str(getattr(self.backend, "size_multiple_source", "")):
+                raise ValueError(f"{source}: a model without ast-export metadata needs its protocol: give --task "
+                                 f"or --protocol (e.g. pad:{self.backend.size_multiple})")
+            else:
+                protocol = getattr(self.backend, "default_protocol", None) or f"pad:{self.backend.size_multiple}"
         self.protocol = parse_protocol(protocol)
         self.protocol.check(self.backend.size_multiple)
         # --- memory budget and plans (ast_deploy.budget, ast_deploy.planning) ---
@@ -116,6 +168,7 @@ class Runner:
 
         if x.ndim != 4 or x.shape[1] != 3:
             raise ValueError(f"expected a [B, 3, H, W] batch, got shape {x.shape}")
+        check_finite(x)
         h, w = x.shape[2:]
         plan = plan or self.plan_for(h, w, protocol, images=len(x))
         x = np.ascontiguousarray(x, dtype=np.float32)
@@ -141,12 +194,18 @@ class Runner:
         - a float32 C x H x W or N x C x H x W array or tensor with values in [0, 1].
         """
         if isinstance(x, PILImage.Image):
-            return PILImage.fromarray(self(np.asarray(x if x.mode in ("RGB", "RGBA", "L", "LA") else x.convert("RGB"))))
+            # Every mode through images.pil_to_array, 16-bit ones at full precision; Pillow has no 16-bit
+            # RGB mode, so the restored PIL image is 8-bit RGB (give a uint16 array for 16-bit output).
+            pixels, _ = to_unit_float(to_rgb(pil_to_array(x, f"PIL image (mode {x.mode})"), "PIL image"))
+            restored = self.run_nchw(pixels.transpose(2, 0, 1)[None])[0]
+            return PILImage.fromarray(quantize(restored.transpose(1, 2, 0), 8))
         torch = sys.modules.get("torch")  # a tensor exists only once torch is imported: never import it here
         if torch is not None and isinstance(x, torch.Tensor):
             out = self(x.detach().cpu().numpy())
             return torch.from_numpy(out).to(device=x.device, dtype=x.dtype)
         x = np.asarray(x)
+        if x.dtype.kind == "u" and x.dtype.itemsize == 2:
+            x = x.astype(np.uint16)  # big-endian 16-bit (as some decoders give it) in native order
         if x.dtype in (np.uint8, np.uint16):
             rgb = to_rgb(x, "input")
             plan = self.plan_for(*rgb.shape[:2])

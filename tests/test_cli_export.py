@@ -77,19 +77,26 @@ def test_cli_official_weights_static_shape(parity_dir, parity_cases, parity_conf
 
     report = json.loads((out / "ast-derain-256x256-b2.validation.json").read_text())
     assert report["passed"] is True and [c["shape"] for c in report["cases"]] == [[2, 3, 256, 256]]
+
+    # The ast-build command it prints is the static shape, and ast-build takes it (and, without --shapes,
+    # uses the ONNX's static shape rather than the task recipe's range). No TensorRT here: the profile
+    # ast-build would build with is checked against the ONNX's input.
+    from ast_deploy.cli.build import parser as build_parser
+    from ast_deploy.engines.build import resolve_profile
+    from ast_deploy.engines.onnx_info import inspect_onnx
+    from ast_deploy.shapes import ShapeProfile
+
+    (command,) = [line.strip() for line in stdout.splitlines() if line.strip().startswith("ast-build ")]
+    assert command == f"ast-build {onnx_path} --shapes 2x3x256x256"
+    args = build_parser().parse_args(command.split()[1:])
+    info = inspect_onnx(args.onnx)
+    assert info.task == "derain"
+    assert resolve_profile(info, args.shapes, args.recipe) == ShapeProfile.static((2, 3, 256, 256))
+    assert resolve_profile(info, None, None) == ShapeProfile.static((2, 3, 256, 256))
     assert report["extra"]["weights"].endswith("checkpoint.pth")
     assert "PSNR" in stdout  # the validation table
     assert {p.key: p.value for p in model.metadata_props} == {"ast.size_multiple": "128", "ast.task": "derain"}
 
-    # No TensorRT here: the printed build command is one ast-build accepts, with the recipe's profile.
-    from ast_deploy.cli.build import parser as build_parser
-    from ast_deploy.shapes import ShapeProfile
-
-    command = next(line.split() for line in stdout.splitlines() if line.strip().startswith("ast-build"))
-    build_args = build_parser().parse_args(command[1:])
-    assert build_args.onnx == str(onnx_path)
-    profile = ShapeProfile.parse(build_args.shapes).validate(128)
-    assert str(profile) == "1x3x128x128:1x3x256x256:2x3x512x512"
 
 
 def test_cli_random_init_dynamic_standard_ops(small_config, recipe, tmp_path, capsys):
@@ -169,7 +176,7 @@ def test_checkpoint_of_another_architecture_exits_3(parity_dir, tmp_path, capsys
     (["--task", "derain", "--random-init", "--int8", "--calib", "/nonexistent/imgs"], "does not exist"),
     (["--task", "derain", "--random-init", "--fp16", "--calib", "/nonexistent/imgs"], "does not exist"),
     (["--task", "derain", "--random-init", "--calib", "imgs"], "--calib only goes with --fp16 or --int8"),
-    (["--task", "derain", "--random-init", "--opset", "13"], "--opset must be >= 17"),
+    (["--task", "derain", "--random-init", "--opset", "13"], "use 17 to 25"),
     (["--task", "derain", "--random-init", "--shape", "200x256"], "multiples of 128"),
     (["--task", "derain", "--random-init", "--recipe", "/nonexistent/r.toml"], "not found"),
 ])

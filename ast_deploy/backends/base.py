@@ -59,7 +59,9 @@ class Backend(abc.ABC):
             raise ShapeError(f"{self.name}: expected a float32 batch [B, 3, H, W], got shape {tuple(shape)}")
         b, _, h, w = shape
         if h % self.size_multiple or w % self.size_multiple:
-            raise ShapeError(f"{self.name}: H and W must be multiples of {self.size_multiple}, got {h}x{w} "
+            source = getattr(self, "size_multiple_source", None)  # say where the number comes from
+            raise ShapeError(f"{self.name}: H and W must be multiples of {self.size_multiple}"
+                             + (f" ({source})" if source else "") + f", got {h}x{w} "
                              "(pad or tile the image first; ast_deploy.Runner does it)")
         if self.batch_limit is not None and b > self.batch_limit:
             raise ShapeError(f"{self.name}: batch {b} is larger than the limit of {self.batch_limit} set for it")

@@ -76,7 +76,11 @@ class SessionFromOnnx:
             options.intra_op_num_threads = int(self.intra_op_threads)
         providers = [(p, self.provider_options[p]) if p in self.provider_options else p for p in wanted]
         with _quiet_ort_logging(ort):
-            session = ort.InferenceSession(str(self.path), sess_options=options, providers=providers)
+            try:
+                session = ort.InferenceSession(str(self.path), sess_options=options, providers=providers)
+            except Exception as e:  # InvalidProtobuf, Fail, InvalidGraph: pybind types outside RuntimeError
+                raise BackendError(f"{self.path}: not a usable ONNX model ({describe_onnx_failure(self.path, e)})"
+                                   ) from None
         # A listed provider is no proof: without its CUDA libraries ORT silently drops to the CPU.
         active = session.get_providers()
         if self.providers in ("cuda", "tensorrt") and active[0] != first:
@@ -92,7 +96,10 @@ class OnnxRuntimeBackend(Backend):
     """Runs an ONNX model (a path, or a ``SessionFromOnnx`` loader for non-default options)."""
 
     def __init__(self, model: str | os.PathLike | SessionFromOnnx, *, providers: str = "auto",
-                 intra_op_threads: int | None = None, provider_options: dict | None = None):
+                 intra_op_threads: int | None = None, provider_options: dict | None = None,
+                 size_multiple: int | None = None):
+        """``size_multiple``: the H and W multiple of a model without ``ast.size_multiple`` metadata
+        (one not made by ast-export); such a model is refused without it, as its sizes are unknown."""
         loader = (model if isinstance(model, SessionFromOnnx)
                   else SessionFromOnnx(model, providers, intra_op_threads, provider_options))
         self.session = loader()
@@ -108,7 +115,7 @@ class OnnxRuntimeBackend(Backend):
             raise BackendError(f"{self.path}: input {self._input!r} has type {inputs[0].type}; AST takes float images")
         metadata = self.session.get_modelmeta().custom_metadata_map
         self.metadata = dict(metadata)
-        self.size_multiple = meta.size_multiple(metadata)
+        self.size_multiple, self.size_multiple_source = model_size_multiple(self.path, metadata, size_multiple)
         self.shape_range = shape_range_from_dims(inputs[0].shape, self.size_multiple)
         self.intra_op_threads = loader.intra_op_threads
         self._run_options = arena_shrinking_run_options(self.provider)
@@ -120,6 +127,54 @@ class OnnxRuntimeBackend(Backend):
 
     def close(self) -> None:
         self.session = None
+
+
+SIZE_MULTIPLE_KEY, TASK_KEY = meta.SIZE_MULTIPLE_KEY, meta.TASK_KEY
+
+
+def model_size_multiple(path, metadata, given: int | None) -> tuple[int, str]:
+    """(size multiple, where it comes from) of an ONNX model: its ``ast.size_multiple`` metadata, else
+    ``given``; a model with neither is refused, saying what is missing."""
+    value = metadata.get(SIZE_MULTIPLE_KEY)
+    if value is not None:
+        try:
+            multiple = int(value)
+        except ValueError:
+            multiple = 0
+        if multiple < 1:
+            raise BackendError(f"{path}: its metadata {SIZE_MULTIPLE_KEY} = {value!r} is not a positive integer")
+        if given is not None and given != multiple:
+            raise BackendError(f"{path}: size multiple {given} was given, but the model's metadata says "
+                               f"{SIZE_MULTIPLE_KEY} = {multiple}")
+        return multiple, f"the model's {SIZE_MULTIPLE_KEY} metadata"
+    if given is None:
+        keys = ", ".join(sorted(metadata)) or "none"
+        raise BackendError(
+            f"{path} has no {SIZE_MULTIPLE_KEY} metadata (its metadata keys: {keys}), so it is not an ast-export "
+            f"model and the image sizes it takes are unknown. If it is an image-to-image model, say its H and W "
+            f"multiple with --size-multiple N (Runner(size_multiple=N)) and its protocol with --task or --protocol")
+    return int(given), "the size multiple given for this model (it has no metadata)"
+
+
+def describe_onnx_failure(path, error: Exception) -> str:
+    """Why ONNX Runtime could not load ``path``, in a user's words."""
+    try:
+        size = os.path.getsize(path)
+        with open(path, "rb") as f:
+            head = f.read(64)
+    except OSError as e:
+        return f"cannot read it: {e}"
+    name = type(error).__name__
+    first = (str(error).strip().splitlines() or [""])[0]
+    if size == 0:
+        return "the file is empty (0 bytes)"
+    if name == "InvalidProtobuf" or "Protobuf parsing failed" in first:
+        from ..fileio import describe_file
+
+        looks = describe_file(head)
+        return (f"the file is truncated or corrupt: it does not parse as an ONNX protobuf ({size} bytes"
+                + (f", looks like {looks}" if looks else "") + "); export or download it again")
+    return f"ONNX Runtime cannot load it: {first[:300]}"
 
 
 def arena_shrinking_run_options(provider: str):

@@ -13,7 +13,7 @@ from ..budget import current_rss, format_size, release_memory
 from ..checks.synthetic import synthetic_image
 from ..fileio import atomic_write
 from ..shapes import parse_sizes
-from .common import UsageError, add_model_options, open_runner
+from .common import UsageError, add_model_options, add_version, open_runner, tool_main
 
 
 def parser() -> argparse.ArgumentParser:
@@ -26,9 +26,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--runs", type=int, default=10, help="timed calls per source and size (default 10)")
     p.add_argument("--warmup", type=int, default=2, help="untimed calls first (default 2)")
     p.add_argument("--json", metavar="PATH", help="write the results as JSON")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress lines, only the table")
+    add_version(p)
     return p
 
 
+@tool_main("ast-bench")
 def main(argv=None) -> int:
     p = parser()
     args = p.parse_args(argv)
@@ -39,7 +42,10 @@ def main(argv=None) -> int:
         sizes = parse_sizes(args.sizes, min_side=16)
     except ValueError as e:
         p.error(f"--sizes: {e}")
+    from ..console import Progress
+
     rows, notes = [], set()
+    bar = Progress(total=len(args.sources) * len(sizes), desc="benchmarking", unit="run", quiet=args.quiet)
     for source in args.sources:
         try:
             runner = open_runner(source, args)
@@ -58,7 +64,7 @@ def main(argv=None) -> int:
                          "backend": getattr(runner.backend, "name", type(runner.backend).__name__), **result,
                          "baseline_rss_mb": baseline / 2 ** 20, "max_memory": format_size(runner.budget),
                          "plan": str(plan.protocol), "plan_batch": plan.batch})
-            print(f"  {source} {h}x{w}: {result['mean_ms']:.1f} ms", file=sys.stderr)
+            bar.update(status=f"{source} {h}x{w}: {result['mean_ms']:.1f} ms")
         notes.add(runner.tiling_note())
     print(format_table(rows))
     notes = {runner_note for runner_note in notes if runner_note}

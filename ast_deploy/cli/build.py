@@ -8,6 +8,7 @@ import sys
 
 from ..engines import PluginError, ProfileError, TensorRTNotInstalled, build_engine
 from ..engines.plugins import PLUGIN_MODES
+from .common import add_version, tool_main
 
 
 def _device(text: str) -> str:
@@ -47,9 +48,11 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--gpu-fallback", action="store_true",
                    help="with --dla-core: layers DLA cannot run (attention, LayerNorm, plugins) run on the GPU")
     p.add_argument("--force", action="store_true", help="rebuild even if a cached engine matches")
+    add_version(p)
     return p
 
 
+@tool_main("ast-build")
 def main(argv=None) -> int:
     args = parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")

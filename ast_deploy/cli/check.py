@@ -19,7 +19,7 @@ from ..checks.tolerances import PRECISIONS, tolerance_for
 from ..images import READABLE_SUFFIXES, read_image
 from ..recipes import load_recipe
 from ..shapes import parse_sizes
-from .common import UsageError, add_model_options, open_runner
+from .common import UsageError, add_model_options, add_version, open_runner, tool_main
 
 DEFAULT_SIZES = "256x256,192x320"
 
@@ -41,6 +41,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--precision", choices=PRECISIONS, default="fp32", help="the candidate's precision (default fp32)")
     p.add_argument("--report", metavar="PATH", help="write the full report as JSON")
     p.add_argument("--junit", metavar="PATH", help="write a JUnit XML report (one test case per image)")
+    add_version(p)
     return p
 
 
@@ -99,6 +100,7 @@ def write_outputs(report, args) -> None:
         write_junit(report, args.junit)
 
 
+@tool_main("ast-check")
 def main(argv=None) -> int:
     args = parser().parse_args(argv)
     try:

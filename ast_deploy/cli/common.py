@@ -1,23 +1,131 @@
-"""What the runtime CLIs share: opening a Runner from command-line options, finding input images."""
+"""What the CLIs share: the entry-point wrapper (signals, warnings, exit codes), ``--version``,
+opening a Runner from command-line options, finding input images."""
 
 from __future__ import annotations
 
 import argparse
+import functools
 import glob
 import json
+import os
+import signal
+import sys
+import warnings
 from pathlib import Path
 
 from ..backends import BackendError, backend_kind
 from ..backends.triton_client import is_server_url
 from ..engines.target import TensorRTNotInstalled
-from ..runner import Runner
+from ..runner import Runner, check_device
 from ..shapes import parse_size
+
+EXIT_USAGE, EXIT_INTERRUPTED, EXIT_TERMINATED = 2, 130, 143
 
 GLOB_CHARS = set("*?[")
 
 
 class UsageError(Exception):
     """Bad command-line input found after parsing (missing file, bad JSON): exit code 2."""
+
+
+class Terminated(BaseException):
+    """Raised in the main thread by the SIGTERM handler ``tool_main`` installs; like KeyboardInterrupt
+    it is no Exception, so ``except Exception`` blocks let it through and ``finally`` blocks (the
+    atomic writer's clean-up of its temporary file) run."""
+
+
+def tool_version() -> str:
+    try:
+        from importlib.metadata import PackageNotFoundError, version
+
+        return version("ast-deploy")
+    except (ImportError, PackageNotFoundError):  # a source tree that was never installed
+        pass
+    try:  # the version in the source tree's pyproject.toml
+        import re
+
+        text = (Path(__file__).resolve().parents[2] / "pyproject.toml").read_text()
+        return re.search(r'^version\s*=\s*"([^"]+)"', text, re.M).group(1) + " (not installed)"
+    except (OSError, AttributeError):
+        return "unknown (not installed)"
+
+
+def add_version(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--version", action="version", version=f"{p.prog} (ast-deploy) {tool_version()}")
+
+
+def _show_warning(prog):
+    def show(message, category, filename, lineno, file=None, line=None):
+        from ..console import Note
+
+        kind = "note" if issubclass(category, Note) else "warning"
+        print(f"{prog}: {kind}: {message}", file=sys.stderr, flush=True)
+
+    return show
+
+
+def quiet_libraries() -> None:
+    """Keep the libraries' own warnings (torch's UserWarnings, the exporter's deprecations, ONNX
+    Runtime's C++ log below errors) from users, who cannot act on them; the package's own notes and
+    warnings stay, one line each (see ``tool_main``)."""
+    warnings.simplefilter("ignore")
+    warnings.filterwarnings("default", module=r"ast_deploy(\.|$)")
+    from ..console import Note
+
+    warnings.filterwarnings("default", category=Note)
+
+
+def tool_main(prog: str):
+    """Decorator of every console script's ``main(argv)``: SIGTERM raises ``Terminated``; Ctrl-C
+    and SIGTERM end the tool with one line and exit 130 / 143 (temporary files are removed by the
+    ``finally`` of ``fileio.atomic_write``, so no partial output remains); library warnings are
+    silenced and the package's own printed as ``<prog>: note: ...``; an unexpected error is one
+    line with exit 1 (``AST_DEBUG=1`` shows its traceback)."""
+    def wrap(main):
+        @functools.wraps(main)
+        def run(argv=None) -> int:
+            def on_sigterm(signum, frame):
+                raise Terminated()
+
+            previous = None
+            try:
+                previous = signal.signal(signal.SIGTERM, on_sigterm)
+            except ValueError:  # not the main thread: leave signals alone
+                pass
+            old_show = warnings.showwarning
+            try:
+                with warnings.catch_warnings():
+                    quiet_libraries()
+                    warnings.showwarning = _show_warning(prog)
+                    return main(argv)
+            except KeyboardInterrupt:
+                print(f"\n{prog}: interrupted; finished outputs are kept, none is half-written", file=sys.stderr)
+                return EXIT_INTERRUPTED
+            except Terminated:
+                print(f"{prog}: terminated; finished outputs are kept, none is half-written", file=sys.stderr)
+                return EXIT_TERMINATED
+            except Exception as e:
+                if os.environ.get("AST_DEBUG"):
+                    raise
+                print(f"{prog}: internal error: {type(e).__name__}: {e} (AST_DEBUG=1 shows the traceback)",
+                      file=sys.stderr)
+                return 1
+            finally:
+                warnings.showwarning = old_show
+                if previous is not None:
+                    signal.signal(signal.SIGTERM, previous)
+
+        return run
+
+    return wrap
+
+
+def device_arg(text: str) -> str:
+    """argparse type of ``--device``: cpu, cuda or cuda:N."""
+    try:
+        return check_device(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def size_arg(text: str) -> tuple[int, int]:
@@ -28,12 +136,26 @@ def size_arg(text: str) -> tuple[int, int]:
         raise argparse.ArgumentTypeError(str(e)) from None
 
 
+def _size_multiple_arg(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
 def add_model_options(p: argparse.ArgumentParser, protocol_help: str = "") -> None:
     p.add_argument("--task", help="task (derain, deraindrop, dehaze): architecture and inference protocol")
     p.add_argument("--config", metavar="JSON", help="architecture of a checkpoint: a JSON file or a JSON object")
     p.add_argument("--protocol", help="inference protocol, e.g. square-pad:128, pad:128, tiles:384:80 "
                                       "(default: the task's, else pad to the model's size multiple)" + protocol_help)
-    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (TensorRT engines always run on a GPU)")
+    p.add_argument("--device", default="cpu", type=device_arg,
+                   help="cpu, cuda or cuda:N (TensorRT engines always run on a GPU)")
+    p.add_argument("--size-multiple", type=_size_multiple_arg, metavar="N",
+                   help="H and W multiple of an ONNX model without ast.size_multiple metadata (one not made "
+                        "by ast-export); such a model also needs --task or --protocol")
     # memory budget (ast_deploy.budget / ast_deploy.planning)
     p.add_argument("--max-memory", metavar="SIZE", type=_memory_size,
                    help="working-memory budget of the model, e.g. 512M, 4G, or 'unlimited' (default: automatic: "
@@ -82,6 +204,7 @@ def open_runner(source, args: argparse.Namespace):
     config = load_config(args.config) if backend_kind(source) == "pytorch" else None
     try:
         return Runner(source, task=args.task, protocol=args.protocol, device=args.device, config=config,
+                      size_multiple=getattr(args, "size_multiple", None), force=getattr(args, "force", False),
                       max_memory=getattr(args, "max_memory", None), tile=getattr(args, "tile", None),
                       progress=getattr(args, "tile_progress", None))
     # CheckpointError is a ValueError, so are bad tasks and protocols; engines need TensorRT and a GPU

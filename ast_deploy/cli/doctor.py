@@ -6,14 +6,7 @@ import argparse
 import json
 import sys
 
-
-def _version() -> str:
-    from importlib import metadata
-
-    try:
-        return metadata.version("ast-deploy")
-    except metadata.PackageNotFoundError:
-        return "unknown"
+from .common import add_version, tool_main
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -22,13 +15,14 @@ def build_parser() -> argparse.ArgumentParser:
         "the ONNX Runtime providers that really start, the Triton compiler, a Triton Inference Server binary, "
         "free memory and the default memory budget; and what to install for what is missing. Exit 0.")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
-    p.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    add_version(p)
     return p
 
 
 parser = build_parser  # the name the other tools use
 
 
+@tool_main("ast-doctor")
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     from ..doctor import collect, format_table

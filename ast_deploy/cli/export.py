@@ -15,12 +15,23 @@ from pathlib import Path
 from ..pipeline import ConfigError, ExportJob, MissingWeightsError, export_task, resolve_weights
 from ..recipes import RecipeError
 from ..tasks import TASKS
-from .common import size_arg
+from ..opsets import DEFAULT_OPSET, MAX_OPSET, MIN_OPSET, SUPPORTED_OPSETS
+from .common import add_version, size_arg, tool_main
 
 EXIT_OK, EXIT_TOLERANCE, EXIT_USAGE, EXIT_CHECKPOINT, EXIT_EXPORT = 0, 1, 2, 3, 4
 
 __all__ = ["EXIT_CHECKPOINT", "EXIT_EXPORT", "EXIT_OK", "EXIT_TOLERANCE", "EXIT_USAGE", "MissingWeightsError",
            "build_parser", "main", "resolve_weights"]
+
+
+def _opset(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = None
+    if value not in SUPPORTED_OPSETS:
+        raise argparse.ArgumentTypeError(f"opset {text!r} is not supported: use {MIN_OPSET} to {MAX_OPSET}")
+    return value
 
 
 def _positive(text: str) -> int:
@@ -52,7 +63,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch", metavar="N", type=_positive,
                    help="batch of a static (--shape) export, default 1; with --dynamic the validation batch "
                         "(default from the recipe)")
-    p.add_argument("--opset", metavar="N", type=int, default=None, help="ONNX opset (>= 17, default 20)")
+    p.add_argument("--opset", metavar="N", type=_opset, default=None,
+                   help=f"ONNX opset, {MIN_OPSET} to {MAX_OPSET} (default {DEFAULT_OPSET})")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress (results and errors are printed)")
     p.add_argument("--no-custom-ops", action="store_true",
                    help="standard ONNX ops only (no ast:: nodes, no TensorRT plugins)")
     prec = p.add_mutually_exclusive_group()
@@ -67,6 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="JSON of AST constructor keywords replacing the task's architecture "
                         "(for tests and experiments with non-released configurations)")
     p.add_argument("--seed", type=int, default=0, help="seed of --random-init and of the validation images")
+    add_version(p)
     return p
 
 
@@ -75,7 +89,7 @@ def job_from_args(args) -> ExportJob:
     return ExportJob(task=args.task, weights=args.weights, random_init=args.random_init, out=args.out,
                      shape=args.shape, batch=args.batch, opset=args.opset, custom_ops=not args.no_custom_ops,
                      precision=precision, calib=args.calib, recipe=args.recipe, arch_config=args.arch_config,
-                     seed=args.seed)
+                     seed=args.seed, quiet=args.quiet)
 
 
 def run(args) -> int:
@@ -83,6 +97,7 @@ def run(args) -> int:
     return EXIT_OK if outcome.passed else EXIT_TOLERANCE
 
 
+@tool_main("ast-export")
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     try:

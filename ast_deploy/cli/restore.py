@@ -7,7 +7,10 @@ import sys
 from pathlib import Path
 
 from ..images import READABLE_SUFFIXES, restore_file
-from .common import UsageError, add_model_options, expand_inputs, open_runner
+from ..outputs import OutputError, plan_outputs
+from .common import UsageError, add_model_options, add_version, expand_inputs, open_runner, tool_main
+
+__all__ = ["main", "parser", "plan_outputs", "summarize"]  # plan_outputs lives in ast_deploy.outputs
 
 
 def parser() -> argparse.ArgumentParser:
@@ -23,7 +26,11 @@ def parser() -> argparse.ArgumentParser:
                         "http://HOST:8000/NAME or grpc://HOST:8001/NAME (ast-serve)")
     add_model_options(p)
     p.add_argument("--side-by-side", action="store_true", help="write input and result next to each other")
-    p.add_argument("--force", action="store_true", help="overwrite existing outputs (default: skip them)")
+    p.add_argument("--force", action="store_true",
+                   help="overwrite existing outputs (default: skip them; an input is never overwritten), and run "
+                        "an ONNX exported for another --task")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress (failures and the summary are printed)")
+    add_version(p)
     # Ray Data (ast_deploy.scale): on a multi-node cluster OUT must be shared storage or a pyarrow URI.
     ray = p.add_argument_group("scale out with Ray (pip install -e \".[ray]\")")
     ray.add_argument("--ray", metavar="ADDRESS", help="run on a Ray cluster: local (started on 127.0.0.1 and "
@@ -34,60 +41,43 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+@tool_main("ast-restore")
 def main(argv=None) -> int:
     p = parser()
     args = p.parse_args(argv)
     if (args.workers is not None or args.gpus_per_worker) and not args.ray:
         p.error("--workers and --gpus-per-worker need --ray")
-    from tqdm import tqdm
+    from ..console import Progress
 
+    inputs, failures = expand_inputs(args.inputs, READABLE_SUFFIXES)
+    try:  # where the outputs go is checked before the model is loaded (ast_deploy.outputs)
+        if args.ray:
+            from ..scale import run_cli
 
-    if args.ray:
-        from ..scale import run_cli
+            return run_cli(args, inputs, failures)
+        outdir = Path(args.out)
+        jobs, skipped, clashes = plan_outputs(inputs, outdir, args.force)
+        from ..progress import TileProgress
 
-        return run_cli(args, *expand_inputs(args.inputs, READABLE_SUFFIXES))
-    from ..progress import TileProgress
-
-    args.tile_progress = TileProgress("tiles")
-    try:
+        args.tile_progress = TileProgress("tiles")
         runner = open_runner(args.engine or args.onnx or args.weights or args.server, args)
-    except UsageError as e:
+    except (UsageError, OutputError) as e:
         print(f"ast-restore: error: {e}", file=sys.stderr)
         return 2
-    inputs, failures = expand_inputs(args.inputs, READABLE_SUFFIXES)
-    outdir = Path(args.out)
-    done, (jobs, skipped, clashes) = 0, plan_outputs(inputs, outdir, args.force)
     failures += clashes
-    for src, dst in tqdm(jobs, desc="restoring", unit="image", file=sys.stderr, disable=None):
-        try:
-            restore_file(src, dst, runner, side_by_side=args.side_by_side)
-            done += 1
-        except Exception as e:  # one bad file must not stop the batch; all are listed at the end
-            failures.append(str(e) if str(src) in str(e) else f"{src}: {type(e).__name__}: {e}")
-            tqdm.write(f"ast-restore: failed: {failures[-1]}", file=sys.stderr)
+    done = 0
+    with Progress(total=len(jobs), desc="restoring", unit="image", quiet=args.quiet) as bar:
+        for src, dst in jobs:
+            try:
+                restore_file(src, dst, runner, side_by_side=args.side_by_side)
+                done += 1
+            except Exception as e:  # one bad file must not stop the batch; all are listed at the end
+                failures.append(str(e) if str(src) in str(e) else f"{src}: {type(e).__name__}: {e}")
+                bar.write(f"ast-restore: failed: {failures[-1]}")
+            bar.update(status=Path(src).name)
     if runner.tiling_note():
         print(f"ast-restore: {runner.tiling_note()}", file=sys.stderr)
     return summarize(done, skipped, failures, outdir)
-
-
-def plan_outputs(inputs, outdir, force: bool, exists=None):
-    """(jobs, skipped, failures): the (source, output) pairs to restore (an output is ``outdir/<stem>.png``;
-    ``outdir`` a Path, or a URI string joined with "/"), the outputs that exist and are kept without
-    ``force`` (``exists`` tests a path, default Path.exists), and the sources whose output is taken."""
-    exists = exists or (lambda dst: Path(dst).exists())
-    jobs, skipped, failures, claimed = [], [], [], {}
-    for src in inputs:
-        name = f"{src.stem}.png"
-        dst = outdir / name if isinstance(outdir, Path) else f"{outdir.rstrip('/')}/{name}"
-        if dst in claimed:
-            failures.append(f"{src}: its output {dst} is already taken by {claimed[dst]}; rename one of them")
-            continue
-        claimed[dst] = src
-        if exists(dst) and not force:
-            skipped.append(dst)
-            continue
-        jobs.append((src, dst))
-    return jobs, skipped, failures
 
 
 def summarize(done: int, skipped: list, failures: list[str], outdir) -> int:

@@ -14,20 +14,13 @@ import argparse
 import signal
 import sys
 
-
-def _version() -> str:
-    try:
-        from importlib.metadata import version
-
-        return version("ast-deploy")
-    except Exception:
-        return "unknown"
+from .common import add_version, tool_main
 
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="ast-serve", description="Serve AST on NVIDIA Triton Inference Server: write "
                                 "a model repository, run the server, make its environment.")
-    p.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    add_version(p)
     sub = p.add_subparsers(dest="command", required=True, metavar="{repo,triton,env}")
 
     r = sub.add_parser("repo", help="write a Triton model repository for an ONNX model or a TensorRT engine",
@@ -152,6 +145,7 @@ def cmd_env(args) -> int:
     return 0
 
 
+@tool_main("ast-serve")
 def main(argv=None) -> int:
     args = parser().parse_args(argv)
     return {"repo": cmd_repo, "triton": cmd_triton, "env": cmd_env}[args.command](args)

@@ -37,10 +37,13 @@ def _recipe(recipe, task: str | None):
 
 
 def resolve_profile(info: OnnxInfo, shapes=None, recipe=None) -> ShapeProfile:
-    """The optimization profile: ``shapes`` (a ShapeProfile or "MIN:OPT:MAX"), else the recipe's,
-    else the ONNX input's own shape when it is static; validated against the model."""
+    """The optimization profile: ``shapes`` (a ShapeProfile or "MIN:OPT:MAX"), else the ONNX input's
+    own shape when it is static (a recipe's range cannot fit it), else the recipe's; validated
+    against the model."""
     if shapes is not None:
         profile = shapes if isinstance(shapes, ShapeProfile) else ShapeProfile.parse(shapes)
+    elif info.is_static:
+        profile = ShapeProfile.static(info.input_dims)
     else:
         profile = getattr(_recipe(recipe, info.task), "profile", None)
         if profile is None:

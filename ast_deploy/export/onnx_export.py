@@ -22,8 +22,7 @@ from .fusions import legalize_split_for_opset17, split_gated_linear
 
 INPUT_NAME = "input"
 OUTPUT_NAME = "output"
-DEFAULT_OPSET = 20  # torch 2.13's default; >= 17 keeps LayerNorm one LayerNormalization node, 20 has Gelu
-MIN_OPSET = 17
+from ..opsets import DEFAULT_OPSET, MAX_OPSET, MIN_OPSET, SUPPORTED_OPSETS  # noqa: F401  (re-exported)
 
 
 class ExportError(RuntimeError):
@@ -99,8 +98,10 @@ def export_onnx(model: torch.nn.Module, path: str | os.PathLike, *, shape: tuple
     The model's metadata records ``ast.size_multiple`` (what the backends pad to) and ``metadata``
     (the CLI adds ``ast.task``, from which ``ast-build`` finds the recipe's shape profile).
     """
-    if opset < MIN_OPSET:
-        raise ValueError(f"opset must be >= {MIN_OPSET} (LayerNormalization), got {opset}")
+    if opset not in SUPPORTED_OPSETS:
+        raise ValueError(f"opset {opset} is not supported: use {MIN_OPSET} to {MAX_OPSET} (>= {MIN_OPSET} for "
+                         f"LayerNormalization as one node; {MAX_OPSET} is the newest this exporter, the ONNX checker "
+                         f"and ONNX Runtime all take)")
     multiple = model.size_multiple
     device = next(model.parameters()).device
     if shape is not None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import pickle
+import re
+import warnings
 from collections.abc import Mapping
 
 import torch
@@ -26,17 +28,28 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
         raise CheckpointError(f"checkpoint {path!r} does not exist")
     if os.path.getsize(path) == 0:
         raise CheckpointError(f"checkpoint {path!r} is empty (0 bytes): download it again")
+    _refuse_foreign_file(path)
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # "Detected pickle protocol 4 ... please file an issue": not the user's
+            warnings.filterwarnings("ignore", message="Detected pickle protocol", category=UserWarning)
+            obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
+        # torch's own message suggests weights_only=False; an unsafe load is never the answer here
+        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(e))
+        if not found and _refuse_foreign_file(path) != "a Python pickle":  # bytes that are no pickle at all
+            raise CheckpointError(f"{path!r} is not a PyTorch checkpoint: its bytes are neither PyTorch's zip "
+                                  "format nor a pickle (random, damaged or of an unknown format)") from None
         raise CheckpointError(
-            f"checkpoint {path!r} needs code to load (it pickles objects other than tensors), so it is "
-            f"refused for safety. Re-save it as a plain state dict: torch.save(model.state_dict(), path). "
-            f"Detail: {str(e).splitlines()[0]}") from e
+            f"checkpoint {path!r} is refused for safety: it pickles "
+            + (f"an object of type {found.group(1)}" if found else "objects other than tensors, or uses a pickle "
+               "protocol PyTorch's safe loader cannot read")
+            + ", and loading it would run code. Re-save it as a plain state dict where it was made: "
+              "torch.save(model.state_dict(), path)") from None
     except Exception as e:  # torch raises RuntimeError, EOFError, IndexError... for foreign bytes
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
         raise CheckpointError(
-            f"checkpoint {path!r} is not a readable PyTorch file (truncated or not a checkpoint): "
-            f"{str(e).splitlines()[0]}") from e
+            f"checkpoint {path!r} is not a readable PyTorch file (truncated, or not a checkpoint): "
+            f"{type(e).__name__}: {first[:200]}") from None
     if isinstance(obj, Mapping):
         for key in ("state_dict", "model", "params", "params_ema"):
             if key in obj and isinstance(obj[key], Mapping):
@@ -46,6 +59,30 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
         raise CheckpointError(f"checkpoint {path!r} holds no state dict of tensors "
                               f"(found {type(obj).__name__}{' with keys ' + str(list(obj)[:5]) if isinstance(obj, Mapping) else ''})")
     return {k.removeprefix("module."): v for k, v in obj.items()}
+
+
+def _refuse_foreign_file(path: str) -> str | None:
+    """A CheckpointError saying what the file is when its first bytes show it is no PyTorch file (an
+    HTML page saved as .pth, an image, an archive): PyTorch writes a zip archive holding
+    ``<name>/data.pkl``, or (before 1.6) a pickle."""
+    from ..fileio import describe_file
+
+    with open(path, "rb") as f:
+        head = f.read(512)
+    looks = describe_file(head)
+    if looks == "a zip archive":
+        import zipfile
+
+        try:
+            with zipfile.ZipFile(path) as z:
+                if any(name.endswith("data.pkl") for name in z.namelist()):
+                    return looks
+            looks = "a zip archive without PyTorch's data.pkl"
+        except zipfile.BadZipFile:
+            looks = "a truncated or damaged zip archive (PyTorch checkpoints are zip archives: download it again)"
+    elif looks in (None, "a Python pickle"):  # left to torch's safe loader
+        return looks
+    raise CheckpointError(f"{path!r} is not a PyTorch checkpoint: it looks like {looks}")
 
 
 def guess_architecture(state_dict: Mapping[str, torch.Tensor], candidates: Mapping[str, dict] | None = None

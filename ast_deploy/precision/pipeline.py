@@ -16,7 +16,7 @@ from typing import Callable
 
 from ..checks.tolerances import PRECISIONS
 from ..fileio import atomic_write
-from .calibration import CalibrationError, default_calibration_folder, list_images, load_calibration
+from .calibration import CalibrationError, default_calibration_folder, list_images, load_calibration, load_image
 from .fp16 import convert_fp16
 from .int8 import quantize_int8
 from .validate import demo_cases, folder_cases
@@ -98,9 +98,18 @@ def ensure_available(precision: str, calib_dir: str | os.PathLike | None = None)
     if precision == "fp32":
         return
     try:
-        list_images(calib_dir if calib_dir is not None else default_calibration_folder())
+        files = list_images(calib_dir if calib_dir is not None else default_calibration_folder())
     except (CalibrationError, FileNotFoundError) as e:
         raise PrecisionNotAvailable(str(e)) from e
+    bad = []
+    for path in files:  # every image is decoded now, not after the FP32 export
+        try:
+            load_image(path)
+        except CalibrationError as e:
+            bad.append(str(e).removeprefix("calibration image "))
+    if bad:
+        raise PrecisionNotAvailable(f"{len(bad)} of the {len(files)} calibration images cannot be read "
+                                    "(remove or replace them):\n  " + "\n  ".join(bad))
 
 
 def apply_precision(onnx_path: str | os.PathLike, precision: str, *, recipe=None,

@@ -69,7 +69,10 @@ def ort_session(model: onnx.ModelProto, *, optimize: bool = True, threads: int |
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
     options.log_severity_level = 3
-    return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    from ..backends.onnxrt import _quiet_ort_logging
+
+    with _quiet_ort_logging(ort):  # constant folding logs FP16 ops the CPU has no kernel for
+        return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
 
 
 def collect_ranges(model: onnx.ModelProto | str | Path, calib: CalibrationSet, *, use_cache: bool = True,
