@@ -22,20 +22,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from timing import cuda_median_ms, square_sides  # noqa: E402  (benchmarks/timing.py)
 
-def cuda_ms(torch, fn, runs: int, warmup: int = 3) -> float:
-    for _ in range(warmup):
-        fn()
-    torch.cuda.synchronize()
-    times = []
-    for _ in range(runs):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        fn()
-        end.record()
-        end.synchronize()
-        times.append(start.elapsed_time(end))
-    return statistics.median(times)
+
 
 
 def ort_cuda_ms(torch, path: Path, x, runs: int) -> float:
@@ -75,12 +64,7 @@ def main(argv=None) -> int:
     p.add_argument("--runs", type=int, default=10)
     p.add_argument("--out-md", type=Path, help="also write the table (markdown) here")
     args = p.parse_args(argv)
-    try:
-        sizes = [int(s) for s in args.sizes.split(",")]
-    except ValueError:
-        p.error(f"--sizes must be comma-separated integers, not {args.sizes!r}")
-    if any(s <= 0 or s % 128 for s in sizes):
-        p.error("--sizes must be positive multiples of 128 (AST-B's size multiple)")
+    sizes = square_sides(p, args.sizes)
 
     import torch
 
@@ -119,9 +103,9 @@ def main(argv=None) -> int:
         x = torch.rand(1, 3, size, size, device="cuda", generator=torch.Generator("cuda").manual_seed(size))
         row = {"size": size}
         with torch.inference_mode():
-            row["eager_fp32"] = cuda_ms(torch, lambda: model(x), args.runs)
+            row["eager_fp32"] = cuda_median_ms(lambda: model(x), args.runs)
             x16 = x.half()
-            row["eager_fp16"] = cuda_ms(torch, lambda: model16(x16), args.runs)
+            row["eager_fp16"] = cuda_median_ms(lambda: model16(x16), args.runs)
         for name, path in onnx_paths.items():
             try:
                 row[f"ort_{name}"] = ort_cuda_ms(torch, path, x, args.runs)

@@ -14,29 +14,19 @@ from __future__ import annotations
 import argparse
 import math
 import os
-import statistics
 import sys
 
 import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
+from timing import cuda_median_ms  # noqa: E402  (benchmarks/timing.py)
+
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16}
 
 
 def cuda_time_ms(fn, reps: int, warmup: int = 10) -> float:
-    for _ in range(warmup):
-        fn()
-    torch.cuda.synchronize()
-    times = []
-    for _ in range(reps):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        fn()
-        end.record()
-        end.synchronize()
-        times.append(start.elapsed_time(end))
-    return statistics.median(times)
+    return cuda_median_ms(fn, reps, warmup)
 
 
 def copy_bandwidth_gbs(reps: int) -> float:

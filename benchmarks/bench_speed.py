@@ -37,6 +37,8 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from timing import square_sides  # noqa: E402  (benchmarks/timing.py)
+
 
 def session(path: Path, threads: int, profile_prefix: str | None = None):
     import onnxruntime as ort
@@ -118,12 +120,7 @@ def main(argv=None) -> int:
     p.add_argument("--keep", type=Path, help="keep the ONNX files and profiles in this folder")
     p.add_argument("--json", type=Path, help="also write the results here")
     args = p.parse_args(argv)
-    try:
-        sizes = [int(s) for s in args.sizes.split(",")]
-    except ValueError:
-        p.error(f"--sizes must be comma-separated integers, not {args.sizes!r}")
-    if any(s <= 0 or s % 128 for s in sizes):
-        p.error("--sizes must be positive multiples of 128 (AST-B's size multiple)")
+    sizes = square_sides(p, args.sizes)
 
     import torch
 
