@@ -18,6 +18,7 @@ from typing import Callable
 
 from .demo import DEMO_NOTICE, demo_weights
 from .metadata import export_metadata
+from .precision.int8 import DEFAULT_PLACEMENT
 from .precision.pipeline import PrecisionNotAvailable, apply_precision, ensure_available
 from .recipes import Recipe, load_recipe
 from .tasks import OFFICIAL_WEIGHTS_PAGE, Task, get_task
@@ -47,6 +48,7 @@ class ExportJob:
     custom_ops: bool = True
     precision: str = "fp32"
     calib: Path | None = None
+    int8_placement: str | None = None  # "tensorrt" (default) or "ort": whose INT8 pattern (precision.int8)
     recipe: Path | None = None
     arch_config: Path | None = None
     seed: int = 0
@@ -123,6 +125,8 @@ def check_job(job: ExportJob) -> None:
 
     if job.calib is not None and job.precision == "fp32":
         raise ConfigError("--calib only goes with --fp16 or --int8")
+    if job.int8_placement is not None and job.precision != "int8":
+        raise ConfigError("--int8-for only goes with --int8")
     if job.opset is not None and job.opset not in SUPPORTED_OPSETS:
         raise ConfigError(f"--opset {job.opset} is not supported: use {MIN_OPSET} to {MAX_OPSET}")
     try:
@@ -184,6 +188,10 @@ def export_task(job: ExportJob, echo: Callable[[str], None] = print) -> ExportOu
     if deploy_path is None:
         return outcome
     outcome.deploy_path = deploy_path
+    if job.int8_placement == "ort":  # ONNX Runtime's pattern: UINT8 activations TensorRT cannot take
+        echo(f"INT8 for ONNX Runtime's CPU provider (not for TensorRT): run it with\n"
+             f"  ast-restore IMAGES -o OUT --onnx {deploy_path}")
+        return outcome
     build_engine_or_explain(deploy_path, recipe, echo, shapes[0] if job.shape is not None else None)
     return outcome
 
@@ -238,7 +246,8 @@ def _reduce_precision(job, recipe, model, shapes, onnx_path: Path, outcome: Expo
     from .export import validate_onnx
 
     deploy_path = apply_precision(onnx_path, job.precision, recipe=recipe, calib_dir=job.calib,
-                                  size_multiple=model.size_multiple)
+                                  size_multiple=model.size_multiple,
+                                  placement=job.int8_placement or DEFAULT_PLACEMENT)
     if deploy_path == onnx_path:
         return deploy_path
     report = validate_onnx(model, deploy_path, shapes, recipe.tolerance(job.precision), precision=job.precision,

@@ -176,6 +176,8 @@ def test_checkpoint_of_another_architecture_exits_3(parity_dir, tmp_path, capsys
     (["--task", "derain", "--random-init", "--int8", "--calib", "/nonexistent/imgs"], "does not exist"),
     (["--task", "derain", "--random-init", "--fp16", "--calib", "/nonexistent/imgs"], "does not exist"),
     (["--task", "derain", "--random-init", "--calib", "imgs"], "--calib only goes with --fp16 or --int8"),
+    (["--task", "derain", "--random-init", "--int8-for", "onnxruntime"], "--int8-for only goes with --int8"),
+    (["--task", "derain", "--random-init", "--int8", "--int8-for", "cpu"], "invalid choice"),
     (["--task", "derain", "--random-init", "--opset", "13"], "use 17 to 25"),
     (["--task", "derain", "--random-init", "--shape", "200x256"], "multiples of 128"),
     (["--task", "derain", "--random-init", "--recipe", "/nonexistent/r.toml"], "not found"),

@@ -365,6 +365,48 @@ def test_cli_int8_end_to_end_on_demo_weights(tmp_path, capsys):
     assert json.loads((out / "ast-derain.int8.precision.json").read_text())["budget_met"]
 
 
+def test_cli_int8_for_onnxruntime_writes_the_integer_kernel_pattern(tmp_path, capsys):
+    """--int8-for onnxruntime: a separate <stem>.int8-ort.onnx with UINT8 activations and INT8 MatMul
+    weights, no Q/DQ on the convolutions, that ONNX Runtime runs as MatMulIntegerToFloat; no TensorRT
+    build is suggested for it."""
+    import json
+    import re
+    import shutil
+
+    import onnxruntime as ort
+
+    from ast_deploy.cli.export import EXIT_OK, main
+
+    recipe = tmp_path / "recipe.toml"
+    text = re.sub(r"(?m)^sizes = .*$", "sizes = [[128, 128], [128, 256]]", load_recipe("derain").path.read_text())
+    recipe.write_text(re.sub(r"(?m)^batch = \d+", "batch = 1", text))
+    images = tmp_path / "calib"
+    shutil.copytree(default_calibration_folder(), images)
+    code = main(["--task", "derain", "--int8", "--int8-for", "onnxruntime", "--calib", str(images),
+                 "--recipe", str(recipe), "--out", str(tmp_path / "out")])
+    captured = capsys.readouterr()
+    assert code == EXIT_OK, captured.err
+    out = tmp_path / "out"
+    path = out / "ast-derain.int8-ort.onnx"
+    assert not (out / "ast-derain.int8.onnx").exists()
+    assert json.loads((out / "ast-derain.int8-ort.precision.json").read_text())["placement"] == "ort"
+    assert json.loads((out / "ast-derain.int8-ort.validation.json").read_text())["passed"]
+    assert "ast-build" not in captured.out and "ast-restore IMAGES -o OUT --onnx" in captured.out
+    model = onnx.load(str(path))
+    inits = {i.name: i for i in model.graph.initializer}
+    producers = {o: n for n in model.graph.node for o in n.output}
+    quantize = [n for n in model.graph.node if n.op_type == "QuantizeLinear"]
+    assert quantize and all(inits[n.input[2]].data_type == onnx.TensorProto.UINT8 for n in quantize)
+    convs = [n for n in model.graph.node if n.op_type == "Conv"]
+    assert convs and not any(i in producers and producers[i].op_type == "DequantizeLinear"
+                             for n in convs for i in n.input)
+    options = ort.SessionOptions()
+    options.optimized_model_filepath = str(tmp_path / "optimized.onnx")
+    ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    optimized = onnx.load(str(tmp_path / "optimized.onnx"))
+    assert any(n.op_type == "MatMulIntegerToFloat" for n in optimized.graph.node)
+
+
 def _conv_matmul_model(path):
     """Conv (per-channel weights) then a 3-D x 2-D MatMul (per-tensor under TensorRT's placement), with
     weights over onnx's 1 KiB external-data threshold (the size at which quantize_static used to

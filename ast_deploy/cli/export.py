@@ -72,7 +72,12 @@ def build_parser() -> argparse.ArgumentParser:
     prec.add_argument("--fp16", action="store_true",
                       help="mixed FP16 graph (FP32 I/O; nodes whose calibrated range is too wide stay FP32)")
     prec.add_argument("--int8", action="store_true",
-                      help="INT8 graph: symmetric Q/DQ on the inputs of Conv/MatMul/Gemm, calibrated on --calib")
+                      help="INT8 graph, calibrated on --calib: Q/DQ placed as --int8-for's runtime runs fastest")
+    p.add_argument("--int8-for", choices=sorted(INT8_RUNTIMES), default=None,
+                   help="the runtime of the INT8 graph: tensorrt (the default: INT8 activations, Q/DQ on "
+                        "Conv and MatMul inputs; an engine is built or its ast-build command printed) or "
+                        "onnxruntime (UINT8 activations and INT8 MatMul weights, which ONNX Runtime's CPU "
+                        "provider runs as integer kernels; written as <stem>.int8-ort.onnx)")
     p.add_argument("--calib", metavar="DIR", type=Path,
                    help="calibration images for --fp16/--int8 (default: the demo's rainy images)")
     p.add_argument("--recipe", metavar="PATH", type=Path, help="recipe TOML instead of the task's shipped recipe")
@@ -84,11 +89,15 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+INT8_RUNTIMES = {"tensorrt": "tensorrt", "onnxruntime": "ort"}  # --int8-for -> precision.int8 placement
+
+
 def job_from_args(args) -> ExportJob:
     precision = "fp16" if args.fp16 else "int8" if args.int8 else "fp32"
     return ExportJob(task=args.task, weights=args.weights, random_init=args.random_init, out=args.out,
                      shape=args.shape, batch=args.batch, opset=args.opset, custom_ops=not args.no_custom_ops,
-                     precision=precision, calib=args.calib, recipe=args.recipe, arch_config=args.arch_config,
+                     precision=precision, calib=args.calib,
+                     int8_placement=INT8_RUNTIMES.get(args.int8_for), recipe=args.recipe, arch_config=args.arch_config,
                      seed=args.seed, quiet=args.quiet)
 
 

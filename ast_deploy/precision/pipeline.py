@@ -18,7 +18,7 @@ from ..checks.tolerances import PRECISIONS
 from ..fileio import atomic_write
 from .calibration import CalibrationError, default_calibration_folder, list_images, load_calibration, load_image
 from .fp16 import convert_fp16
-from .int8 import quantize_int8
+from .int8 import DEFAULT_PLACEMENT, quantize_int8
 from .validate import demo_cases, folder_cases
 
 DEFAULT_MIN_PSNR = {"fp16": 45.0, "int8": 35.0}  # dB vs FP32; recipes override
@@ -37,11 +37,11 @@ def validation_cases(calib, multiple: int, log: Callable[[str], None]):
 
 def make_precision(onnx_path: str | os.PathLike, precision: str, *, calib_dir: str | os.PathLike | None = None,
                    size_multiple: int = 128, min_psnr: float | None = None, out_path: str | os.PathLike | None = None,
-                   log: Callable[[str], None] = print) -> tuple[Path, dict]:
+                   log: Callable[[str], None] = print, placement: str = DEFAULT_PLACEMENT) -> tuple[Path, dict]:
     if precision not in ("fp16", "int8"):
         raise ValueError(f"precision must be 'fp16' or 'int8', not {precision!r}")
     onnx_path = Path(onnx_path)
-    out = Path(out_path) if out_path else onnx_path.with_name(f"{onnx_path.stem}.{precision}.onnx")
+    out = Path(out_path) if out_path else onnx_path.with_name(f"{onnx_path.stem}.{precision_suffix(precision, placement)}.onnx")
     if calib_dir is None:
         calib_dir = default_calibration_folder()
         log(f"calibration: the demo's rainy images ({calib_dir}); pass --calib DIR for your own")
@@ -54,7 +54,7 @@ def make_precision(onnx_path: str | os.PathLike, precision: str, *, calib_dir: s
         report["budget_met"] = bool(report["validation"]["all_finite"]
                                     and report["validation"]["min_psnr_vs_fp32"] >= budget)
     else:
-        report = quantize_int8(onnx_path, out, calib, validate=cases, min_psnr=budget)
+        report = quantize_int8(onnx_path, out, calib, validate=cases, min_psnr=budget, placement=placement)
     report["validation_source"] = source
     report_path = out.with_suffix(".precision.json")
     atomic_write(report_path, json.dumps(report, indent=1) + "\n")
@@ -112,8 +112,15 @@ def ensure_available(precision: str, calib_dir: str | os.PathLike | None = None)
                                     "(remove or replace them):\n  " + "\n  ".join(bad))
 
 
+def precision_suffix(precision: str, placement: str = DEFAULT_PLACEMENT) -> str:
+    """``fp16``, ``int8`` (TensorRT's placement) or ``int8-ort`` (ONNX Runtime CPU's): the two INT8
+    graphs are different files, so neither overwrites the other."""
+    return precision if precision != "int8" or placement == DEFAULT_PLACEMENT else f"int8-{placement}"
+
+
 def apply_precision(onnx_path: str | os.PathLike, precision: str, *, recipe=None,
-                    calib_dir: str | os.PathLike | None = None, size_multiple: int = 128) -> Path:
+                    calib_dir: str | os.PathLike | None = None, size_multiple: int = 128,
+                    placement: str = DEFAULT_PLACEMENT) -> Path:
     """Return the path of a ``precision`` version of the validated FP32 model at ``onnx_path``
     (written beside it as ``<stem>.<precision>.onnx``, with ``<stem>.<precision>.precision.json``);
     ``onnx_path`` itself for fp32."""
@@ -122,5 +129,5 @@ def apply_precision(onnx_path: str | os.PathLike, precision: str, *, recipe=None
         return Path(onnx_path)
     min_psnr = recipe.tolerance(precision).psnr_min if recipe is not None else None
     path, _ = make_precision(onnx_path, precision, calib_dir=calib_dir, size_multiple=size_multiple,
-                             min_psnr=min_psnr, log=lambda line: print(line, file=sys.stderr))
+                             min_psnr=min_psnr, log=lambda line: print(line, file=sys.stderr), placement=placement)
     return path
