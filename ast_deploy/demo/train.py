@@ -45,7 +45,7 @@ def evaluate_held_out(model, multiple: int) -> dict:
     return dict(pairs=rows, mean=mean)
 
 
-def main(argv: list[str] | None = None) -> int:
+def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", required=True, help="checkpoint path (.pth); a .json record is written beside it")
     p.add_argument("--steps", type=int, default=3000, help="maximum optimizer steps")
@@ -56,14 +56,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--resume", help="start from this checkpoint (its steps are added to the record)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = _parser()
     args = p.parse_args(argv)
 
     import torch
 
-
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
-    rng = np.random.default_rng(args.seed)
     model = AST(**DEMO_CONFIG)
     previous = {}
     if args.resume:
@@ -72,38 +75,8 @@ def main(argv: list[str] | None = None) -> int:
         previous = json.loads(record_path.read_text()) if record_path.is_file() else {}
     if args.crop % model.size_multiple:
         p.error(f"--crop must be a multiple of {model.size_multiple}")
-    photos = [load_photo(name) for name in TRAIN]
-    # Colour photographs are drawn twice as often as the grey textures: held-out images are colour.
-    weights = np.array([2.0 if name in TRAIN_COLOUR else 1.0 for name in TRAIN])
-    weights /= weights.sum()
-
-    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-4)
-    warmup = 100
-    budget = args.minutes * 60.0
     start = time.time()
-    step, running = 0, None
-    model.train()
-    while step < args.steps:
-        elapsed = time.time() - start
-        progress = max(step / args.steps, elapsed / budget if budget > 0 else 0.0)
-        if progress >= 1.0:
-            break
-        lr = args.lr * min(1.0, (step + 1) / warmup) * (0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * progress)))
-        for group in opt.param_groups:
-            group["lr"] = lr
-        batch = [random_crop_pair(photos[rng.choice(len(photos), p=weights)], args.crop, rng)
-                 for _ in range(args.batch)]
-        rainy = torch.from_numpy(np.stack([b[0] for b in batch]).transpose(0, 3, 1, 2).copy())
-        clean = torch.from_numpy(np.stack([b[1] for b in batch]).transpose(0, 3, 1, 2).copy())
-        loss = torch.sqrt((model(rainy) - clean) ** 2 + 1e-6).mean()  # Charbonnier
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        running = loss.item() if running is None else 0.98 * running + 0.02 * loss.item()
-        step += 1
-        if step % 50 == 0:
-            print(f"step {step} loss {running:.4f} lr {lr:.2e} {time.time() - start:.0f}s", flush=True)
+    step = train(model, args, np.random.default_rng(args.seed))
     train_seconds = time.time() - start
 
     model.eval()
@@ -130,6 +103,44 @@ def main(argv: list[str] | None = None) -> int:
     out.with_suffix(".json").write_text(json.dumps(record, indent=2) + "\n")
     print(json.dumps(result, indent=2))
     return 0
+
+
+def train(model, args, rng: np.random.Generator, warmup: int = 100) -> int:
+    """AdamW on random rainy/clean crops with a Charbonnier loss, warm-up then cosine decay over
+    ``args.steps`` or ``args.minutes`` (whichever ends first); returns the steps taken."""
+    import torch
+
+    photos = [load_photo(name) for name in TRAIN]
+    # Colour photographs are drawn twice as often as the grey textures: held-out images are colour.
+    weights = np.array([2.0 if name in TRAIN_COLOUR else 1.0 for name in TRAIN])
+    weights /= weights.sum()
+    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-4)
+    budget = args.minutes * 60.0
+    start = time.time()
+    step, running = 0, None
+    model.train()
+    while step < args.steps:
+        elapsed = time.time() - start
+        progress = max(step / args.steps, elapsed / budget if budget > 0 else 0.0)
+        if progress >= 1.0:
+            break
+        lr = args.lr * min(1.0, (step + 1) / warmup) * (0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * progress)))
+        for group in opt.param_groups:
+            group["lr"] = lr
+        batch = [random_crop_pair(photos[rng.choice(len(photos), p=weights)], args.crop, rng)
+                 for _ in range(args.batch)]
+        rainy = torch.from_numpy(np.stack([b[0] for b in batch]).transpose(0, 3, 1, 2).copy())
+        clean = torch.from_numpy(np.stack([b[1] for b in batch]).transpose(0, 3, 1, 2).copy())
+        loss = torch.sqrt((model(rainy) - clean) ** 2 + 1e-6).mean()  # Charbonnier
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        running = loss.item() if running is None else 0.98 * running + 0.02 * loss.item()
+        step += 1
+        if step % 50 == 0:
+            print(f"step {step} loss {running:.4f} lr {lr:.2e} {time.time() - start:.0f}s", flush=True)
+    return step
 
 
 if __name__ == "__main__":

@@ -192,65 +192,85 @@ def _launch(trtp, compiled, grid, scalars):
 
 
 def _define(trtp) -> None:
+    """Register the three plugins' shape, AOT and autotune functions (each once per process)."""
+    for name, define in ((pd.ASSA, _define_assa), (pd.ASSA_SHIFTED, _define_assa_shifted),
+                         (pd.PARTIAL_CONV, _define_partial_conv)):
+        if not _already_defined(trtp, name):
+            define(trtp)
+
+
+def _types(trtp):
+    """The annotation types tensorrt.plugin reads from the plugin functions' signatures."""
     Desc = trtp.TensorDesc
     AotResult = Tuple[Union[str, bytes], Union[str, bytes], trtp.KernelLaunchParams, trtp.SymExprs]
     Int = npt.NDArray[np.int32]  # onnx-tensorrt: ONNX INT attribute -> 1-element kINT32 field
     Float = npt.NDArray[np.float32]  # ONNX FLOAT attribute -> 1-element kFLOAT32 field
+    return Desc, AotResult, Int, Float
 
-    def combinations(name):
-        return [trtp.AutoTuneCombination(types, "LINEAR") for types in pd.type_combinations(name)]
 
-    if not _already_defined(trtp, pd.ASSA):
-        @trtp.register(pd.plugin_id(pd.ASSA))
-        def assa_desc(q: Desc, kv: Desc, bias: Desc, mix: Desc, num_heads: Int, scale: Float) -> Desc:
-            pd.check_assa_shapes(_dims(q), _dims(kv), _dims(bias), _dims(mix), None, _int(num_heads))
-            return q.like()
+def _combinations(trtp, name):
+    return [trtp.AutoTuneCombination(types, "LINEAR") for types in pd.type_combinations(name)]
 
-        @trtp.aot_impl(pd.plugin_id(pd.ASSA))
-        def assa_aot(q: Desc, kv: Desc, bias: Desc, mix: Desc, num_heads: Int, scale: Float,
-                     outputs: Tuple[Desc], tactic: int) -> AotResult:
-            spec = pd.assa_spec(_dims(q), _int(num_heads), _float(scale), _dtype(q), _dtype(bias), _dtype(mix), None)
-            grid, scalars = pd.assa_launch(spec, q.shape_expr[0])
-            return _launch(trtp, _kernel(spec), grid, scalars)
 
-        @trtp.autotune(pd.plugin_id(pd.ASSA))
-        def assa_autotune(q: Desc, kv: Desc, bias: Desc, mix: Desc,
-                          outputs: Tuple[Desc]) -> List[trtp.AutoTuneCombination]:
-            return combinations(pd.ASSA)
+def _define_assa(trtp) -> None:
+    Desc, AotResult, Int, Float = _types(trtp)
 
-    if not _already_defined(trtp, pd.ASSA_SHIFTED):
-        @trtp.register(pd.plugin_id(pd.ASSA_SHIFTED))
-        def assa_masked_desc(q: Desc, kv: Desc, bias: Desc, mix: Desc, region_ids: Desc, num_heads: Int,
-                             scale: Float) -> Desc:
-            pd.check_assa_shapes(_dims(q), _dims(kv), _dims(bias), _dims(mix), _dims(region_ids), _int(num_heads))
-            return q.like()
+    @trtp.register(pd.plugin_id(pd.ASSA))
+    def assa_desc(q: Desc, kv: Desc, bias: Desc, mix: Desc, num_heads: Int, scale: Float) -> Desc:
+        pd.check_assa_shapes(_dims(q), _dims(kv), _dims(bias), _dims(mix), None, _int(num_heads))
+        return q.like()
 
-        @trtp.aot_impl(pd.plugin_id(pd.ASSA_SHIFTED))
-        def assa_masked_aot(q: Desc, kv: Desc, bias: Desc, mix: Desc, region_ids: Desc, num_heads: Int,
-                            scale: Float, outputs: Tuple[Desc], tactic: int) -> AotResult:
-            spec = pd.assa_spec(_dims(q), _int(num_heads), _float(scale), _dtype(q), _dtype(bias), _dtype(mix),
-                                _dtype(region_ids))
-            grid, scalars = pd.assa_launch(spec, q.shape_expr[0], region_ids.shape_expr[0])
-            return _launch(trtp, _kernel(spec), grid, scalars)
+    @trtp.aot_impl(pd.plugin_id(pd.ASSA))
+    def assa_aot(q: Desc, kv: Desc, bias: Desc, mix: Desc, num_heads: Int, scale: Float,
+                 outputs: Tuple[Desc], tactic: int) -> AotResult:
+        spec = pd.assa_spec(_dims(q), _int(num_heads), _float(scale), _dtype(q), _dtype(bias), _dtype(mix), None)
+        grid, scalars = pd.assa_launch(spec, q.shape_expr[0])
+        return _launch(trtp, _kernel(spec), grid, scalars)
 
-        @trtp.autotune(pd.plugin_id(pd.ASSA_SHIFTED))
-        def assa_masked_autotune(q: Desc, kv: Desc, bias: Desc, mix: Desc, region_ids: Desc,
-                                 outputs: Tuple[Desc]) -> List[trtp.AutoTuneCombination]:
-            return combinations(pd.ASSA_SHIFTED)
+    @trtp.autotune(pd.plugin_id(pd.ASSA))
+    def assa_autotune(q: Desc, kv: Desc, bias: Desc, mix: Desc,
+                      outputs: Tuple[Desc]) -> List[trtp.AutoTuneCombination]:
+        return _combinations(trtp, pd.ASSA)
 
-    if not _already_defined(trtp, pd.PARTIAL_CONV):
-        @trtp.register(pd.plugin_id(pd.PARTIAL_CONV))
-        def partial_conv_desc(x: Desc, weight: Desc) -> Desc:
-            pd.check_partial_conv_shapes(_dims(x), _dims(weight))
-            return x.like()
 
-        @trtp.aot_impl(pd.plugin_id(pd.PARTIAL_CONV))
-        def partial_conv_aot(x: Desc, weight: Desc, outputs: Tuple[Desc], tactic: int) -> AotResult:
-            spec = pd.partial_conv_spec(_dims(x), _dims(weight), _dtype(x), _dtype(weight))
-            b, h, w, _ = x.shape_expr
-            grid, scalars = pd.partial_conv_launch(spec, b, h, w)
-            return _launch(trtp, _kernel(spec), grid, scalars)
+def _define_assa_shifted(trtp) -> None:
+    Desc, AotResult, Int, Float = _types(trtp)
 
-        @trtp.autotune(pd.plugin_id(pd.PARTIAL_CONV))
-        def partial_conv_autotune(x: Desc, weight: Desc, outputs: Tuple[Desc]) -> List[trtp.AutoTuneCombination]:
-            return combinations(pd.PARTIAL_CONV)
+    @trtp.register(pd.plugin_id(pd.ASSA_SHIFTED))
+    def assa_masked_desc(q: Desc, kv: Desc, bias: Desc, mix: Desc, region_ids: Desc, num_heads: Int,
+                         scale: Float) -> Desc:
+        pd.check_assa_shapes(_dims(q), _dims(kv), _dims(bias), _dims(mix), _dims(region_ids), _int(num_heads))
+        return q.like()
+
+    @trtp.aot_impl(pd.plugin_id(pd.ASSA_SHIFTED))
+    def assa_masked_aot(q: Desc, kv: Desc, bias: Desc, mix: Desc, region_ids: Desc, num_heads: Int,
+                        scale: Float, outputs: Tuple[Desc], tactic: int) -> AotResult:
+        spec = pd.assa_spec(_dims(q), _int(num_heads), _float(scale), _dtype(q), _dtype(bias), _dtype(mix),
+                            _dtype(region_ids))
+        grid, scalars = pd.assa_launch(spec, q.shape_expr[0], region_ids.shape_expr[0])
+        return _launch(trtp, _kernel(spec), grid, scalars)
+
+    @trtp.autotune(pd.plugin_id(pd.ASSA_SHIFTED))
+    def assa_masked_autotune(q: Desc, kv: Desc, bias: Desc, mix: Desc, region_ids: Desc,
+                             outputs: Tuple[Desc]) -> List[trtp.AutoTuneCombination]:
+        return _combinations(trtp, pd.ASSA_SHIFTED)
+
+
+def _define_partial_conv(trtp) -> None:
+    Desc, AotResult, _, _ = _types(trtp)
+
+    @trtp.register(pd.plugin_id(pd.PARTIAL_CONV))
+    def partial_conv_desc(x: Desc, weight: Desc) -> Desc:
+        pd.check_partial_conv_shapes(_dims(x), _dims(weight))
+        return x.like()
+
+    @trtp.aot_impl(pd.plugin_id(pd.PARTIAL_CONV))
+    def partial_conv_aot(x: Desc, weight: Desc, outputs: Tuple[Desc], tactic: int) -> AotResult:
+        spec = pd.partial_conv_spec(_dims(x), _dims(weight), _dtype(x), _dtype(weight))
+        b, h, w, _ = x.shape_expr
+        grid, scalars = pd.partial_conv_launch(spec, b, h, w)
+        return _launch(trtp, _kernel(spec), grid, scalars)
+
+    @trtp.autotune(pd.plugin_id(pd.PARTIAL_CONV))
+    def partial_conv_autotune(x: Desc, weight: Desc, outputs: Tuple[Desc]) -> List[trtp.AutoTuneCombination]:
+        return _combinations(trtp, pd.PARTIAL_CONV)

@@ -42,23 +42,15 @@ def split_gated_linear(model: onnx.ModelProto) -> int:
     producers = {o: n for n in graph.node for o in n.output}
     consumers = _consumers(graph)
     ranks = {v.name: len(v.type.tensor_type.shape.dim) for v in list(graph.value_info) + list(graph.input)}
+    index = {id(n): i for i, n in enumerate(graph.node)}
     replace: dict[int, list[onnx.NodeProto]] = {}
     remove: set[int] = set()
     new_inits = []
     for split in graph.node:
-        if split.op_type != "Split":
+        chain = _gated_chain(split, producers, consumers, inits)
+        if chain is None:
             continue
-        gelu = producers.get(split.input[0])
-        add = producers.get(gelu.input[0]) if gelu is not None and gelu.op_type == "Gelu" else None
-        matmul = None
-        if add is not None and add.op_type == "Add":
-            bias_name = next((i for i in add.input if i in inits), None)
-            other = next((i for i in add.input if i != bias_name), None)
-            matmul = producers.get(other) if bias_name else None
-        if matmul is None or matmul.op_type != "MatMul" or matmul.input[1] not in inits:
-            continue
-        if any(len(consumers.get(n.output[0], [])) != 1 for n in (matmul, add, gelu)):
-            continue
+        matmul, add, gelu, bias_name = chain
         weight = numpy_helper.to_array(inits[matmul.input[1]])
         bias = numpy_helper.to_array(inits[bias_name])
         rank = ranks.get(split.input[0]) or ranks.get(matmul.input[0])
@@ -66,22 +58,52 @@ def split_gated_linear(model: onnx.ModelProto) -> int:
             continue
         if not _split_halves(split, inits, rank, weight.shape[1]):
             continue
-        half = weight.shape[1] // 2
-        nodes = []
-        for part, (out_name, cols) in enumerate(zip(split.output, (slice(0, half), slice(half, None)))):
-            tag = f"{matmul.name or matmul.output[0]}_half{part}"
-            w_name, b_name = f"{tag}_weight", f"{tag}_bias"
-            new_inits += [numpy_helper.from_array(np.ascontiguousarray(weight[:, cols]), w_name),
-                          numpy_helper.from_array(np.ascontiguousarray(bias[cols]), b_name)]
-            nodes += [helper.make_node("MatMul", [matmul.input[0], w_name], [f"{tag}_mm"], name=f"{tag}_MatMul"),
-                      helper.make_node("Add", [f"{tag}_mm", b_name], [f"{tag}_add"], name=f"{tag}_Add"),
-                      helper.make_node("Gelu", [f"{tag}_add"], [out_name], name=f"{tag}_Gelu",
-                                       **{a.name: helper.get_attribute_value(a) for a in gelu.attribute})]
-        index = {id(n): i for i, n in enumerate(graph.node)}
+        nodes, tensors = _two_half_chains(split, matmul, gelu, weight, bias)
+        new_inits += tensors
         remove.update(index[id(n)] for n in (matmul, add, gelu))
         replace[index[id(split)]] = nodes
-    if not replace:
-        return 0
+    if replace:
+        _rewrite_nodes(graph, replace, remove, new_inits)
+    return len(replace)
+
+
+def _gated_chain(split, producers, consumers, inits):
+    """(MatMul, Add, Gelu, bias name) feeding ``split`` with nothing else reading them, else None."""
+    if split.op_type != "Split":
+        return None
+    gelu = producers.get(split.input[0])
+    add = producers.get(gelu.input[0]) if gelu is not None and gelu.op_type == "Gelu" else None
+    if add is None or add.op_type != "Add":
+        return None
+    bias_name = next((i for i in add.input if i in inits), None)
+    other = next((i for i in add.input if i != bias_name), None)
+    matmul = producers.get(other) if bias_name else None
+    if matmul is None or matmul.op_type != "MatMul" or matmul.input[1] not in inits:
+        return None
+    if any(len(consumers.get(n.output[0], [])) != 1 for n in (matmul, add, gelu)):
+        return None
+    return matmul, add, gelu, bias_name
+
+
+def _two_half_chains(split, matmul, gelu, weight: np.ndarray, bias: np.ndarray):
+    """MatMul -> Add -> Gelu per half of the weight's columns, writing the split's two outputs."""
+    half = weight.shape[1] // 2
+    nodes, tensors = [], []
+    for part, (out_name, cols) in enumerate(zip(split.output, (slice(0, half), slice(half, None)))):
+        tag = f"{matmul.name or matmul.output[0]}_half{part}"
+        w_name, b_name = f"{tag}_weight", f"{tag}_bias"
+        tensors += [numpy_helper.from_array(np.ascontiguousarray(weight[:, cols]), w_name),
+                    numpy_helper.from_array(np.ascontiguousarray(bias[cols]), b_name)]
+        nodes += [helper.make_node("MatMul", [matmul.input[0], w_name], [f"{tag}_mm"], name=f"{tag}_MatMul"),
+                  helper.make_node("Add", [f"{tag}_mm", b_name], [f"{tag}_add"], name=f"{tag}_Add"),
+                  helper.make_node("Gelu", [f"{tag}_add"], [out_name], name=f"{tag}_Gelu",
+                                   **{a.name: helper.get_attribute_value(a) for a in gelu.attribute})]
+    return nodes, tensors
+
+
+def _rewrite_nodes(graph, replace: dict, remove: set, new_inits: list) -> None:
+    """Put ``replace[i]`` where node i was, drop the ``remove`` indices, and drop initializers and
+    value infos nothing uses any more."""
     kept = []
     for i, node in enumerate(graph.node):
         if i in replace:
@@ -97,7 +119,6 @@ def split_gated_linear(model: onnx.ModelProto) -> int:
         for i in reversed(range(len(field))):  # by index: no copies of the (large) kept tensors
             if field[i].name not in keep:
                 del field[i]
-    return len(replace)
 
 
 def legalize_split_for_opset17(model: onnx.ModelProto) -> int:

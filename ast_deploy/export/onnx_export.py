@@ -102,6 +102,32 @@ def export_onnx(model: torch.nn.Module, path: str | os.PathLike, *, shape: tuple
         raise ValueError(f"opset {opset} is not supported: use {MIN_OPSET} to {MAX_OPSET} (>= {MIN_OPSET} for "
                          f"LayerNormalization as one node; {MAX_OPSET} is the newest this exporter, the ONNX checker "
                          f"and ONNX Runtime all take)")
+    example, dynamic_shapes, input_shape = _example_input(model, shape, batch)
+    report = progress or (lambda _msg: None)
+    seconds = {}
+
+    start = time.perf_counter()
+    report("torch.onnx.export")
+    proto = _torch_export(model, example, dynamic_shapes, opset, custom_ops)
+    seconds["export"] = time.perf_counter() - start
+
+    start = time.perf_counter()
+    report("clean-up")
+    if custom_ops:
+        _custom_nodes.attach_functions(proto)
+    proto = clean_graph(proto, rewrites=[legalize_split_for_opset17] + ([split_gated_linear] if fuse else []))
+    _name_dynamic_axes(proto, input_shape)
+    onnx.helper.set_model_props(proto, {**export_metadata(model.size_multiple), **(metadata or {})})
+    stats = check_graph(proto)
+    seconds["cleanup"] = time.perf_counter() - start
+
+    report("write")
+    save_atomically(proto, path)
+    return ExportResult(Path(path), stats, input_shape, custom_ops, opset, seconds)
+
+
+def _example_input(model: torch.nn.Module, shape, batch: int):
+    """(example input, dynamic_shapes for torch.onnx.export, the ONNX input's shape)."""
     multiple = model.size_multiple
     device = next(model.parameters()).device
     if shape is not None:
@@ -110,21 +136,16 @@ def export_onnx(model: torch.nn.Module, path: str | os.PathLike, *, shape: tuple
             raise ValueError(f"static shape {h}x{w}: H and W must be positive multiples of {multiple}")
         if batch < 1:
             raise ValueError(f"batch must be >= 1, got {batch}")
-        example = torch.rand(batch, model.dd_in, h, w, device=device)
-        dynamic_shapes = None
-        input_shape = [batch, model.dd_in, h, w]
-    else:
-        # Batch 2 and H != W: an example dimension of 1 (or two equal ones) would be specialised.
-        example = torch.rand(2, model.dd_in, 2 * multiple, 3 * multiple, device=device)
-        dynamic_shapes = _dynamic_shapes(multiple)
-        input_shape = ["batch", model.dd_in, "height", "width"]
-    report = progress or (lambda _msg: None)
-    seconds = {}
+        return torch.rand(batch, model.dd_in, h, w, device=device), None, [batch, model.dd_in, h, w]
+    # Batch 2 and H != W: an example dimension of 1 (or two equal ones) would be specialised.
+    example = torch.rand(2, model.dd_in, 2 * multiple, 3 * multiple, device=device)
+    return example, _dynamic_shapes(multiple), ["batch", model.dd_in, "height", "width"]
 
+
+def _torch_export(model: torch.nn.Module, example, dynamic_shapes, opset: int, custom_ops: bool) -> onnx.ModelProto:
+    """The dynamo exporter's ModelProto, in eval mode (the model's mode is restored)."""
     was_training = model.training
     model.eval()
-    start = time.perf_counter()
-    report("torch.onnx.export")
     try:
         with _quiet_exporter(), ops_impl(model, _custom_nodes.IMPL_NAME if custom_ops else "reference"):
             program = torch.onnx.export(
@@ -135,22 +156,7 @@ def export_onnx(model: torch.nn.Module, path: str | os.PathLike, *, shape: tuple
         raise ExportError(f"torch.onnx.export failed: {type(e).__name__}: {e}") from e
     finally:
         model.train(was_training)
-    proto = program.model_proto
-    seconds["export"] = time.perf_counter() - start
-
-    start = time.perf_counter()
-    report("clean-up")
-    if custom_ops:
-        _custom_nodes.attach_functions(proto)
-    proto = clean_graph(proto, rewrites=[legalize_split_for_opset17] + ([split_gated_linear] if fuse else []))
-    _name_dynamic_axes(proto, input_shape)
-    onnx.helper.set_model_props(proto, {**export_metadata(multiple), **(metadata or {})})
-    stats = check_graph(proto)
-    seconds["cleanup"] = time.perf_counter() - start
-
-    report("write")
-    save_atomically(proto, path)
-    return ExportResult(Path(path), stats, input_shape, custom_ops, opset, seconds)
+    return program.model_proto
 
 
 def _name_dynamic_axes(model: onnx.ModelProto, input_shape: list) -> None:
