@@ -1,5 +1,7 @@
 """What an exported ONNX says about itself: ``metadata_props`` keys written by the exporter and read
-by the backends and the engine builder (the engine's sidecar keeps the same facts)."""
+by the backends and the engine builder (the engine's sidecar keeps the same facts); and the string
+parameters a model served by ``ast-serve repo`` carries in its Triton config (read by both the server's
+models and the client backend)."""
 
 from __future__ import annotations
 
@@ -33,3 +35,11 @@ def task(metadata: Mapping[str, str]) -> str | None:
 def export_metadata(multiple: int, task_name: str | None = None) -> dict[str, str]:
     """The metadata an export writes."""
     return {SIZE_MULTIPLE_KEY: str(int(multiple)), **({TASK_KEY: task_name} if task_name else {})}
+
+
+def config_parameters(config) -> dict:
+    """The string parameters of a ModelConfig message, or of the JSON the Python backend and the HTTP
+    client give (``{"parameters": {"key": {"string_value": ...}}}``)."""
+    if isinstance(config, dict):
+        return {k: v.get("string_value", "") for k, v in (config.get("parameters") or {}).items()}
+    return {k: v.string_value for k, v in config.parameters.items()}

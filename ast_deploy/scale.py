@@ -16,9 +16,7 @@ import contextlib
 import inspect
 import os
 import shutil
-import sys
 import tempfile
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -328,83 +326,3 @@ def _cause(e: BaseException):
             return e
         e = getattr(e, "cause", None) or e.__cause__
     return None
-
-
-class _Terminated(Exception):
-    pass
-
-
-@contextlib.contextmanager
-def _sigterm_raises():
-    """SIGTERM raises _Terminated in the driver, so that the cluster is stopped on the way out (Ray's own
-    handler, installed by ray.init, would print a stack dump and exit at once)."""
-    import signal
-
-    def handler(signum, frame):
-        raise _Terminated()
-
-    try:
-        previous = signal.signal(signal.SIGTERM, handler)
-    except ValueError:  # not the main thread: leave signals alone
-        yield
-        return
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
-def run_cli(args, inputs, failures) -> int:
-    """``ast-restore --ray``: the single-machine command's inputs, outputs, messages and exit codes."""
-    from .cli.common import UsageError, load_config
-    from .cli.restore import plan_outputs, summarize
-
-    prog = "ast-restore"
-    try:
-        import_ray()
-        source = args.engine or args.onnx or args.weights
-        if not Path(source).exists():
-            raise UsageError(f"{source}: no such file")
-        runner_kwargs = dict(task=args.task, protocol=args.protocol, device=args.device,
-                             config=load_config(args.config), max_memory=getattr(args, "max_memory", None))
-    except (RayNotInstalled, UsageError) as e:
-        print(f"{prog}: error: {e}", file=sys.stderr)
-        return 2
-    if runner_kwargs["max_memory"] is not None:
-        from .runner import Runner
-
-        if "max_memory" not in inspect.signature(Runner).parameters:
-            warnings.warn("--max-memory is ignored: this version's Runner has no memory budget", stacklevel=1)
-    out = args.out if is_uri(args.out) else Path(args.out)
-    if is_uri(out):
-        fs, root = _pyarrow_fs(out)
-        fs.create_dir(root, recursive=True)
-    jobs, skipped, clashes = plan_outputs(inputs, out, args.force, exists=_exists if is_uri(out) else None)
-    failures += clashes
-    done = 0
-    if jobs:
-        try:
-            with cluster(args.ray) as ray, _sigterm_raises():
-                for src, dst, error in restore_files(ray, jobs, source, runner_kwargs, workers=args.workers,
-                                                     gpus_per_worker=args.gpus_per_worker,
-                                                     side_by_side=args.side_by_side):
-                    if error:
-                        failures.append(error)
-                        print(f"{prog}: failed: {error}", file=sys.stderr)
-                    else:
-                        done += 1
-        except ClusterError as e:
-            print(f"{prog}: error: {e}", file=sys.stderr)
-            return 2
-        except (KeyboardInterrupt, _Terminated) as e:  # the cluster is stopped; outputs are whole or absent
-            print(f"{prog}: {'terminated' if isinstance(e, _Terminated) else 'interrupted'} after restoring "
-                  f"{done} image(s)", file=sys.stderr)
-            return 143 if isinstance(e, _Terminated) else 130
-        except Exception as e:  # a worker could not open the model, or the cluster failed
-            model_error = _cause(e)
-            if model_error is not None:
-                print(f"{prog}: error: {model_error}", file=sys.stderr)
-                return 2
-            print(f"{prog}: error: the Ray job failed ({type(e).__name__}: {_first_line(e)})", file=sys.stderr)
-            return 1
-    return summarize(done, skipped, failures, out)

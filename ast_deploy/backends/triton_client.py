@@ -86,7 +86,7 @@ class TritonClientBackend(Backend):
             from google.protobuf import json_format
 
             config = json_format.MessageToDict(config.config, preserving_proto_field_name=True)
-        from ..serving.config import config_parameters
+        from ..metadata import config_parameters
 
         params = config_parameters(config)
         if "core_model" not in params:

@@ -52,7 +52,7 @@ def main(argv=None) -> int:
     inputs, failures = expand_inputs(args.inputs, READABLE_SUFFIXES)
     try:  # where the outputs go is checked before the model is loaded (ast_deploy.outputs)
         if args.ray:
-            from ..scale import run_cli
+            from .restore_ray import run_cli
 
             return run_cli(args, inputs, failures)
         outdir = Path(args.out)

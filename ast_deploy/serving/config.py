@@ -121,9 +121,3 @@ def validate_config(text: str):
     return config
 
 
-def config_parameters(config) -> dict:
-    """The string parameters of a ModelConfig message, or of the JSON the Python backend and the HTTP
-    client give (``{"parameters": {"key": {"string_value": ...}}}``)."""
-    if isinstance(config, dict):
-        return {k: v.get("string_value", "") for k, v in (config.get("parameters") or {}).items()}
-    return {k: v.string_value for k, v in config.parameters.items()}

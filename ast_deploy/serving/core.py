@@ -19,7 +19,7 @@ class CoreModel:
         import triton_python_backend_utils as pb_utils
 
         from ..backends import open_backend
-        from .config import config_parameters
+        from ..metadata import config_parameters
 
         self.pb = pb_utils
         config = json.loads(args["model_config"])

@@ -83,7 +83,7 @@ class FrontModel:
     def initialize(self, args):
         import triton_python_backend_utils as pb_utils
 
-        from .config import config_parameters
+        from ..metadata import config_parameters
 
         self.pb = pb_utils
         params = config_parameters(json.loads(args["model_config"]))
