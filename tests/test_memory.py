@@ -254,6 +254,55 @@ def test_restore_rejects_bad_sizes(tmp_path, capsys):
     assert "Traceback" not in capsys.readouterr().err
 
 
+def test_tile_progress_is_plain_lines_in_a_log_and_nothing_with_quiet(tmp_path):
+    """ast-restore with stderr a pipe (not a terminal): the tiles of a photo that runs as many
+    batches are reported as plain lines (no bar redraws), at most about ten per photo, ending with
+    the total; with -q there is no progress at all."""
+    import re
+
+    env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""),
+           "AST_DEPLOY_CACHE": str(tmp_path / "cache")}
+    Image.fromarray(np.random.default_rng(5).integers(0, 256, (300, 400, 3), dtype=np.uint8)).save(tmp_path / "p.png")
+    errs = {}
+    for name, extra in (("log", []), ("quiet", ["-q"])):
+        # --tile 128 under 24 MiB: tiles of 128 one per call (the budget holds no more), 4 x 5 of them
+        result = subprocess.run([sys.executable, "-m", "ast_deploy.cli.restore", str(tmp_path / "p.png"),
+                                 "-o", str(tmp_path / name), "--onnx", str(dynamic_onnx()), "--protocol", "pad:128",
+                                 "--tile", "128", "--max-memory", "24M", *extra],
+                                capture_output=True, text=True, env=env, timeout=600)
+        assert result.returncode == 0, result.stderr
+        errs[name] = result.stderr
+    lines = [line for line in errs["log"].splitlines() if line.startswith("tiles of p.png:")]
+    counts = [tuple(map(int, re.fullmatch(r"tiles of p\.png: (\d+)/(\d+)", line).groups())) for line in lines]
+    assert counts and counts[-1] == (20, 20) and 2 <= len(counts) <= 11, errs["log"]
+    assert [done for done, _ in counts] == sorted(done for done, _ in counts)
+    assert "\r" not in errs["log"] and "restoring: 1/1" in errs["log"]
+    assert "tiles of" not in errs["quiet"] and "restoring" not in errs["quiet"]
+    assert "ran as tiles" in errs["quiet"]  # the one message about tiling is not progress
+
+
+def test_tile_progress_on_a_stream():
+    """The callable itself: nothing for a photo of one batch, lines on a stream that is not a
+    terminal, nothing when quiet."""
+    import io
+
+    from ast_deploy.console import TileProgress
+
+    stream = io.StringIO()
+    progress = TileProgress("tiles of a.png", stream=stream)
+    progress(4, 4)
+    assert stream.getvalue() == ""
+    for done in range(1, 31):
+        progress(done, 30)
+    lines = stream.getvalue().splitlines()
+    assert lines[-1] == "tiles of a.png: 30/30" and len(lines) == 10 and lines[0] == "tiles of a.png: 3/30"
+    quiet = io.StringIO()
+    silent = TileProgress(quiet=True, stream=quiet)
+    for done in range(1, 31):
+        silent(done, 30)
+    assert quiet.getvalue() == ""
+
+
 PEAK_SCRIPT = r"""
 import json, os, resource, sys
 import numpy as np
