@@ -4,7 +4,10 @@
 backends that will run it (budget, measured cost per pixel, shape profile, largest batch). When
 the protocol's model input fits every backend, the plan is the protocol itself (parity with the
 official outputs is untouched); otherwise square tiles as large as fit, feathered where they
-overlap, in batches that fit.
+overlap, in batches that fit. Those tiles cover the image reflect-padded to the size multiple (to
+``pad:N``'s N under that protocol), with origins on that grid, so each tile sees the context and
+the window partition of the whole padded run (46 -> 58 dB against the whole image on the demo
+photo; benchmarks/RESULTS.md, memory section).
 
 :func:`run_tiles` runs a tiling *streamed*: tiles are read from the image a batch at a time, their
 weighted outputs are added into a band of rows, and each band is normalised and handed to the
