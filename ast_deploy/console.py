@@ -2,7 +2,8 @@
 
 ``Progress`` draws a tqdm bar on a terminal, writes plain lines (``restoring: 2/5 rain.png``) when
 stderr is a file or a pipe (a log gets no ``\\r`` redraws), and nothing with ``quiet``; messages
-passed to ``write`` always appear.
+passed to ``write`` always appear. ``TileProgress`` is the same helper as a ``progress(done, total)``
+callable for the tiles inside one image (``Runner(progress=...)``).
 
 ``Note`` is the warning category of the package's own remarks (an alpha channel dropped, CMYK
 converted without a colour profile); the command-line tools print each as one
@@ -77,3 +78,31 @@ class Progress:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+class TileProgress:
+    """``Runner(progress=TileProgress(quiet=...))``: a :class:`Progress` of the tiles of each image
+    that runs as more than one batch of tiles (a bar on a terminal, plain lines in a log, nothing
+    with ``quiet``). In a log it writes at most ``lines`` lines per image (every tenth by default),
+    the last one when the image is done. ``desc`` may be changed between images (the file's name)."""
+
+    def __init__(self, desc: str = "tiles", quiet: bool = False, stream=None, lines: int = 10):
+        self.desc, self.quiet, self.stream, self.lines = desc, quiet, stream, max(1, lines)
+        self._progress, self._shown = None, 0
+
+    def __call__(self, done: int, total: int) -> None:
+        if self.quiet:
+            return
+        if self._progress is None:
+            if done >= total:  # one batch: nothing to show
+                return
+            self._progress = Progress(total=total, desc=self.desc, unit="tile", stream=self.stream)
+            self._shown = 0
+        bar = self._progress
+        step = max(1, total // self.lines)
+        if bar.mode == "bar" or done >= total or done // step > self._shown // step:
+            bar.update(done - self._shown)
+            self._shown = done
+        if done >= total:
+            bar.close()
+            self._progress = None

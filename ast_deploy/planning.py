@@ -4,7 +4,10 @@
 backends that will run it (budget, measured cost per pixel, shape profile, largest batch). When
 the protocol's model input fits every backend, the plan is the protocol itself (parity with the
 official outputs is untouched); otherwise square tiles as large as fit, feathered where they
-overlap, in batches that fit.
+overlap, in batches that fit. Those tiles cover the image reflect-padded to the size multiple (to
+``pad:N``'s N under that protocol), with origins on that grid, so each tile sees the context and
+the window partition of the whole padded run (46 -> 58 dB against the whole image on the demo
+photo; benchmarks/RESULTS.md, memory section).
 
 :func:`run_tiles` runs a tiling *streamed*: tiles are read from the image a batch at a time, their
 weighted outputs are added into a band of rows, and each band is normalised and handed to the
@@ -21,7 +24,7 @@ from typing import Callable, Iterable
 import numpy as np
 
 from .budget import UNLIMITED, Cost, format_size
-from .protocols import Protocol, Tiles, tile_starts
+from .protocols import Pad, Protocol, Tiles
 from .protocols import _feather as feather  # one definition of the blending ramps
 
 MIN_OVERLAP = 32  # pixels; see benchmarks/RESULTS.md (memory) for the overlap / quality trade-off
@@ -113,27 +116,39 @@ def _joint_batch(limits: Iterable[Limits], h: int, w: int) -> int:
     return min(lim.batch_for(h, w) for lim in limits)
 
 
+def tile_grid_step(protocol: Protocol, size_multiple: int) -> int:
+    """The grid of planned tiles: the image is reflect-padded to multiples of it and tile origins lie
+    on it, so tiles see what the whole padded image shows the model (the padding of ``pad:N`` and
+    the model's window partition, which repeats every size multiple)."""
+    multiple = getattr(protocol, "multiple", 0) if isinstance(protocol, Pad) else 0
+    return multiple if multiple and multiple % size_multiple == 0 else size_multiple
+
+
 def make_plan(h: int, w: int, protocol: Protocol, limits: Limits | Iterable[Limits], size_multiple: int,
               tile: TileSpec | None = None, images: int = 1) -> Plan:
-    """The plan for ``images`` images of h x w under every one of ``limits`` (the stricter wins)."""
+    """The plan for ``images`` images of h x w under every one of ``limits`` (the stricter wins).
+    Tiles (planned or forced) cover the image reflect-padded to multiples of
+    :func:`tile_grid_step`, with origins on that grid (``Tiles.grid``)."""
     limits = [limits] if isinstance(limits, Limits) else list(limits)
+    grid = tile_grid_step(protocol, size_multiple)
+    pad_h, pad_w = _next_multiple(h, grid), _next_multiple(w, grid)  # what the tiles cover
     if tile is not None:
         if tile.size % size_multiple:
             raise ValueError(f"--tile {tile.size}: the tile size must be a multiple of {size_multiple}, "
                              "the size this model takes")
-        t_h, t_w = min(tile.size, _next_multiple(h, size_multiple)), min(tile.size, _next_multiple(w, size_multiple))
+        t_h, t_w = min(tile.size, pad_h), min(tile.size, pad_w)
         overlap = min(tile.resolved_overlap(), min(t_h, t_w) - 1)
         batch = _joint_batch(limits, t_h, t_w)
         if batch == 0 and not all(lim.takes(t_h, t_w) for lim in limits):
             raise ValueError(f"--tile {tile.size}: the backend does not take {t_h}x{t_w} inputs "
                              f"({_range_text(limits)})")
-        return Plan(Tiles(t_h, t_w, overlap, "feather"), max(1, batch), forced=True, reason="--tile")
+        return Plan(Tiles(t_h, t_w, overlap, "feather", grid), max(1, batch), forced=True, reason="--tile")
     need_h, need_w = protocol.model_input_size(h, w)
     whole = _joint_batch(limits, need_h, need_w)
     if whole >= 1:
         return Plan(protocol, whole)
     # Square tiles, as large as every backend takes and its budget holds, no larger than the image.
-    cap_h, cap_w = _next_multiple(h, size_multiple), _next_multiple(w, size_multiple)
+    cap_h, cap_w = pad_h, pad_w
     if isinstance(protocol, Tiles):  # shrink the official tiles, never grow them
         cap_h, cap_w = min(cap_h, protocol.tile_h), min(cap_w, protocol.tile_w)
     top = max(cap_h, cap_w)
@@ -162,17 +177,17 @@ def make_plan(h: int, w: int, protocol: Protocol, limits: Limits | Iterable[Limi
         choice, reason = (t_h, t_w, 1), "budget (smallest tile; over budget)"
     t_h, t_w, batch = choice
     overlap = min(default_overlap(min(t_h, t_w)), min(t_h, t_w) - 1)
-    if h > t_h or w > t_w:
-        # as few tiles as the chosen size needs, each shrunk to cover the image evenly: less padding
-        # and less overlap computed twice (tiles then need not be square)
-        b_h, b_w = _balanced(h, t_h, overlap, size_multiple), _balanced(w, t_w, overlap, size_multiple)
+    if pad_h > t_h or pad_w > t_w:
+        # as few tiles as the chosen size needs, each shrunk to cover the image evenly: less
+        # overlap computed twice (tiles then need not be square)
+        b_h, b_w = _balanced(pad_h, t_h, overlap, size_multiple), _balanced(pad_w, t_w, overlap, size_multiple)
         if _joint_batch(limits, b_h, b_w) >= batch:
             t_h, t_w, batch = b_h, b_w, _joint_batch(limits, b_h, b_w)
     if not all(lim.takes(need_h, need_w) for lim in limits):
         reason = "profile" if all(lim.pixels() == math.inf for lim in limits) else "budget and profile"
-    if h <= t_h and w <= t_w:
+    if pad_h <= t_h and pad_w <= t_w:
         overlap = 0  # one tile covers the image
-    return Plan(Tiles(t_h, t_w, overlap, "feather"), batch, tiled_to_fit=True, reason=reason)
+    return Plan(Tiles(t_h, t_w, overlap, "feather", grid), batch, tiled_to_fit=True, reason=reason)
 
 
 def _balanced(length: int, tile: int, overlap: int, multiple: int) -> int:
@@ -193,20 +208,21 @@ def _range_text(limits) -> str:
 # --------------------------------------------------------------------------------------------
 
 class ArraySource:
-    """Tiles of a float32 NCHW array (reflect-padded where a tile is larger than the image)."""
+    """Tiles of a float32 NCHW array (reflect-padded where a tile reaches past the image)."""
 
     def __init__(self, x: np.ndarray):
         self.x = x
         self.images, self.channels, self.height, self.width = x.shape
 
-    def tile(self, b: int, top: int, left: int, h: int, w: int) -> np.ndarray:
-        part = self.x[b, :, top : top + h, left : left + w]
-        return _pad_to(np.asarray(part, dtype=np.float32), h, w)
+    def tile(self, b: int, rows, cols) -> np.ndarray:
+        """The tile of image ``b`` at rows x cols: slices, or index arrays into the image (the
+        reflect padding of the whole image, see :func:`reflect_index`)."""
+        return np.asarray(_take(self.x[b], rows, cols, 1), dtype=np.float32)
 
 
 class PixelSource:
     """Tiles of an H x W x 3 uint8 / uint16 image, converted to float32 [0, 1] one tile at a time,
-    so a photo never exists as a whole float copy."""
+    so a photo never exists as a whole float copy (nor a padded one)."""
 
     def __init__(self, pixels: np.ndarray):
         self.pixels = pixels
@@ -214,25 +230,38 @@ class PixelSource:
         self.images, self.channels = 1, pixels.shape[2]
         self.height, self.width = pixels.shape[:2]
 
-    def tile(self, b: int, top: int, left: int, h: int, w: int) -> np.ndarray:
-        part = self.pixels[top : top + h, left : left + w].transpose(2, 0, 1).astype(np.float32) / self.scale
-        return _pad_to(part, h, w)
+    def tile(self, b: int, rows, cols) -> np.ndarray:
+        return _take(self.pixels, rows, cols, 0).transpose(2, 0, 1).astype(np.float32) / self.scale
 
 
-def _pad_to(part: np.ndarray, h: int, w: int) -> np.ndarray:
-    ph, pw = h - part.shape[1], w - part.shape[2]
-    if ph or pw:  # numpy reflects repeatedly, so pads longer than the image work too
-        part = np.pad(part, ((0, 0), (0, ph), (0, pw)), mode="reflect")
-    return part
+def reflect_index(length: int, padded: int) -> np.ndarray:
+    """Indices of an axis of ``length`` reflect-padded at its end to ``padded`` (as np.pad's
+    "reflect", repeatedly where the pad is longer than the axis)."""
+    return np.pad(np.arange(length), (0, padded - length), mode="reflect")
+
+
+def _axis(index: np.ndarray, start: int, size: int, length: int):
+    """A slice where [start, start + size) lies inside the axis, else the reflected indices."""
+    return slice(start, start + size) if start + size <= length else index[start : start + size]
+
+
+def _take(a: np.ndarray, rows, cols, axis: int) -> np.ndarray:
+    """``a`` restricted to rows along ``axis`` and cols along ``axis + 1`` (slices are views)."""
+    key = [slice(None)] * a.ndim
+    key[axis] = rows
+    a = a[tuple(key)]
+    key[axis], key[axis + 1] = slice(None), cols
+    return a[tuple(key)]
 
 
 Sink = Callable[[int, int, np.ndarray], None]  # (image index, first row, float32 [C, rows, W])
 
 
 def tile_grid(height: int, width: int, tiles: Tiles) -> tuple[list[int], list[int], int, int]:
-    """Tile origins along H and W over the image reflect-padded up to one tile, and that size."""
-    ph, pw = max(height, tiles.tile_h), max(width, tiles.tile_w)
-    return tile_starts(ph, tiles.tile_h, tiles.overlap), tile_starts(pw, tiles.tile_w, tiles.overlap), ph, pw
+    """Tile origins along H and W over the image reflect-padded as ``tiles`` says (to its grid and
+    to one tile), and that padded size."""
+    ph, pw = tiles.padded_size(height, width)
+    return tiles.starts(ph, tiles.tile_h), tiles.starts(pw, tiles.tile_w), ph, pw
 
 
 def count_tiles(height: int, width: int, tiles: Tiles) -> int:
@@ -243,7 +272,9 @@ def count_tiles(height: int, width: int, tiles: Tiles) -> int:
 def run_tiles(source, tiles: Tiles, infer: Callable[[np.ndarray], np.ndarray], batch: int, sink: Sink,
               progress: Callable[[int, int], None] | None = None) -> None:
     """Run ``tiles`` over every image of ``source``, ``batch`` tiles per ``infer`` call, and hand
-    the blended result to ``sink`` band by band (rows in order, each row exactly once).
+    the blended result to ``sink`` band by band (rows in order, each row exactly once). Tiles are
+    cut from the image reflect-padded as ``tiles`` says (``Tiles.padded_size``), read through index
+    maps so no padded copy of the image is made; the padding is cropped from what ``sink`` gets.
 
     The result equals accumulating every tile's weighted output over the whole image and dividing
     by the summed weights (``Tiles.run`` as the official code does): the weights are a product of a
@@ -253,6 +284,7 @@ def run_tiles(source, tiles: Tiles, infer: Callable[[np.ndarray], np.ndarray], b
     th, tw, overlap = tiles.tile_h, tiles.tile_w, tiles.overlap
     n_img, height, width = source.images, source.height, source.width
     tops, lefts, ph, pw = tile_grid(height, width, tiles)
+    row_index, col_index = reflect_index(height, ph), reflect_index(width, pw)
     if tiles.blend == "feather":
         wy, wx = feather(th, overlap), feather(tw, overlap)
     else:
@@ -271,7 +303,8 @@ def run_tiles(source, tiles: Tiles, infer: Callable[[np.ndarray], np.ndarray], b
     done = 0
     for start in range(0, total, max(1, batch)):
         chunk = jobs[start : start + batch]
-        outputs = infer(np.stack([source.tile(b, tops[r], left, th, tw) for r, b, left in chunk]))
+        outputs = infer(np.stack([source.tile(b, _axis(row_index, tops[r], th, height), _axis(col_index, left, tw, width))
+                                  for r, b, left in chunk]))
         if band is None:
             out_channels = outputs.shape[1]
         for (r, b, left), out in zip(chunk, outputs):

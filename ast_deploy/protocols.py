@@ -10,6 +10,10 @@ A protocol is written as a string:
   384 - 80 pixels (the last flush with the border), outputs averaged uniformly where they overlap;
   ``tiles:384:80:feather`` blends overlaps with linear ramps instead. Images smaller than a tile
   are reflect-padded to the tile first (the official code breaks on them);
+  ``tiles:384:80:feather:grid64`` first reflect-pads the image (bottom, right) to multiples of 64, as
+  ``pad:64`` does, and places the tile origins on a grid of 64 pixels (or the largest divisor of 64
+  that needs no more tiles), crops back at the end: every tile then sees the context and the window
+  partition the whole padded image has (the plans of ast_deploy.planning use it);
 - ``none``            the input must already have sizes the model takes.
 
 Every protocol works on float32 NCHW batches and calls ``infer`` with batches of equally sized
@@ -117,6 +121,22 @@ def tile_starts(length: int, tile: int, overlap: int) -> list[int]:
     return starts
 
 
+def grid_starts(length: int, tile: int, overlap: int, grid: int) -> list[int]:
+    """Tile origins along one axis of ``length`` (a multiple of ``grid``) on a grid: as many tiles as
+    :func:`tile_starts` needs (every gap <= ``tile - overlap``), spread evenly over the largest
+    divisor of ``grid`` that divides ``length - tile`` and keeps every gap within that bound; the
+    first at 0, the last flush with the border."""
+    if length <= tile:
+        return [0]
+    span, step = length - tile, tile - overlap
+    gaps = -(-span // step)  # ceil: the number of gaps tile_starts makes
+    for g in (d for d in range(grid, 0, -1) if grid % d == 0 and span % d == 0):
+        units = span // g
+        if -(-units // gaps) * g <= step:
+            return [(k * units // gaps) * g for k in range(gaps + 1)]
+    raise AssertionError("unreachable: the divisor 1 always fits")
+
+
 def _feather(length: int, overlap: int) -> np.ndarray:
     if overlap == 0:
         return np.ones(length, dtype=np.float32)
@@ -130,6 +150,19 @@ class Tiles:
     tile_w: int = 384
     overlap: int = 80
     blend: str = "uniform"  # or "feather"
+    grid: int = 0  # 0: the official layout; N: the image reflect-padded to multiples of N, origins on N
+
+    def padded_size(self, h: int, w: int) -> tuple[int, int]:
+        """The size of the image the tiles cover: reflect-padded to the grid, and to one tile."""
+        if self.grid:
+            h, w = _next_multiple(h, self.grid), _next_multiple(w, self.grid)
+        return max(h, self.tile_h), max(w, self.tile_w)
+
+    def starts(self, length: int, tile: int) -> list[int]:
+        """Tile origins along one padded axis (see :func:`tile_starts`, :func:`grid_starts`)."""
+        if self.grid:
+            return grid_starts(length, tile, self.overlap, self.grid)
+        return tile_starts(length, tile, self.overlap)
 
     def model_input_size(self, h: int, w: int) -> tuple[int, int]:
         return self.tile_h, self.tile_w
@@ -141,6 +174,8 @@ class Tiles:
             raise ValueError(f"protocol {self}: the overlap must be smaller than the tile")
         if self.blend not in ("uniform", "feather"):
             raise ValueError(f"protocol {self}: blend must be 'uniform' or 'feather'")
+        if self.grid < 0:
+            raise ValueError(f"protocol {self}: the grid must be positive")
 
     def run(self, x: np.ndarray, infer: Infer, batch: int = 1) -> np.ndarray:
         """Tiles ``batch`` at a time, blended into one output as they come (memory holds one batch
@@ -151,7 +186,10 @@ class Tiles:
 
     def __str__(self) -> str:
         size = f"{self.tile_h}" if self.tile_h == self.tile_w else f"{self.tile_h}x{self.tile_w}"
-        return f"tiles:{size}:{self.overlap}" + (":feather" if self.blend == "feather" else "")
+        text = f"tiles:{size}:{self.overlap}"
+        if self.blend == "feather" or self.grid:
+            text += f":{self.blend}"
+        return text + (f":grid{self.grid}" if self.grid else "")
 
 
 Protocol = NoProtocol | SquarePad | Pad | Tiles
@@ -174,17 +212,22 @@ def parse_protocol(spec: str | Protocol) -> Protocol:
             return SquarePad(int(parts[1]) if len(parts) == 2 else 128)
         if parts[0] == "pad" and len(parts) <= 2:
             return Pad(int(parts[1]) if len(parts) == 2 else 128)
-        if parts[0] == "tiles" and len(parts) in (3, 4):
+        if parts[0] == "tiles" and len(parts) in (3, 4, 5):
             th, _, tw = parts[1].partition("x")
-            blend = parts[3] if len(parts) == 4 else "uniform"
-            tiles = Tiles(int(th), int(tw or th), int(parts[2]), blend)
+            blend = parts[3] if len(parts) >= 4 else "uniform"
+            grid = 0
+            if len(parts) == 5:
+                if not parts[4].startswith("grid") or not parts[4][4:].isdigit() or int(parts[4][4:]) < 1:
+                    raise ValueError
+                grid = int(parts[4][4:])
+            tiles = Tiles(int(th), int(tw or th), int(parts[2]), blend, grid)
             if blend not in ("uniform", "feather"):
                 raise ValueError
             return tiles
     except ValueError:
         pass
     raise ValueError(f"unknown protocol {spec!r}; use 'square-pad:128', 'pad:128', 'tiles:384:80', "
-                     f"'tiles:384:80:feather' or 'none'")
+                     f"'tiles:384:80:feather', 'tiles:384:80:feather:grid64' or 'none'")
 
 
 def hw_range(shape_range):

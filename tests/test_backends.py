@@ -240,7 +240,7 @@ def test_runner_runs_onnx_like_pytorch():
     # A static 1 x 3 x 128 x 128 model takes a 100 x 140 image as tiles, blended feathered since they
     # depart from the protocol (conventions); PyTorch with the same tiles agrees.
     static = Runner(static_onnx(), protocol="pad:128")
-    np.testing.assert_allclose(static(x), Runner(image_model(), protocol=Tiles(128, 128, 32, "feather"))(x),
+    np.testing.assert_allclose(static(x), Runner(image_model(), protocol=Tiles(128, 128, 32, "feather", 128))(x),
                                rtol=0, atol=1e-5)
     batch = images((2, 3, 128, 128), seed=5)
     np.testing.assert_allclose(static(batch), torch_infer(batch), rtol=0, atol=1e-5)  # batch 2, one image a call

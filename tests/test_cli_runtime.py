@@ -185,7 +185,7 @@ def test_check_tiles_both_sides_alike():
     candidate = Runner(static_onnx(), protocol="pad:128")
     ref_fn, cand_fn = check.paired(reference, candidate)
     x = np.random.default_rng(0).random((1, 3, 100, 140), dtype=np.float32)
-    assert str(candidate.protocol_for(100, 140)) == "tiles:128:32:feather"  # tiled to fit: feathered
+    assert str(candidate.protocol_for(100, 140)) == "tiles:128:32:feather:grid128"  # tiled to fit: feathered
     np.testing.assert_allclose(cand_fn(x), ref_fn(x), rtol=0, atol=1e-5)
     assert np.abs(reference(x) - cand_fn(x)).max() > 1e-3  # what an unpaired comparison would see
 

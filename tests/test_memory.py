@@ -89,7 +89,7 @@ def test_two_backends_run_the_stricter_plan():
 
 def test_forced_tiles():
     plan = make_plan(300, 500, Pad(128), Limits(math.inf), 128, tile=TileSpec(256, 16))
-    assert plan.forced and plan.protocol == Tiles(256, 256, 16, "feather")
+    assert plan.forced and plan.protocol == Tiles(256, 256, 16, "feather", 128)
     with pytest.raises(ValueError, match="multiple of 128"):
         make_plan(300, 500, Pad(128), Limits(math.inf), 128, tile=TileSpec(200))
 
@@ -168,21 +168,61 @@ def test_forced_tile_size_reaches_the_backend():
 
 # ---------------------------------------------------------------- quality: tiles against the whole image
 
-def test_tiled_demo_model_matches_the_whole_image():
-    """Demo weights on a rainy photograph: tiles at the default overlap against one whole run."""
+@pytest.mark.parametrize("crop", [(384, 576), (400, 600)])
+def test_tiled_demo_model_matches_the_whole_image(crop):
+    """Demo weights on a rainy photograph: tiles at the default overlap against one whole run, on a
+    crop that is a multiple of 64 and on the whole 400 x 600 photo, which ``pad:64`` reflect-pads to
+    448 x 640 (tiles cut from the unpadded photo, off the 64-pixel grid, gave 46 dB there)."""
     from ast_deploy import Runner
     from ast_deploy.demo import build_demo_model
     from ast_deploy.demo.photos import load_photo
     from ast_deploy.demo.rain import add_rain
 
-    rainy, _ = add_rain(load_photo("coffee")[:384, :576], 5)
+    rainy, _ = add_rain(load_photo("coffee")[: crop[0], : crop[1]], 5)
     x = np.ascontiguousarray(rainy.transpose(2, 0, 1)[None], dtype=np.float32)
     model = build_demo_model("derain")
     whole = Runner(model, protocol="pad:64", max_memory="unlimited")(x)
     tiled_runner = Runner(model, protocol="pad:64", max_memory="unlimited", tile=256)
     tiled = tiled_runner(x)
-    assert tiled_runner.plan_for(384, 576).protocol.overlap == 32
+    assert tiled_runner.plan_for(*crop).protocol.overlap == 32
+    assert tiled.shape == whole.shape == x.shape
     assert psnr(tiled, whole) >= 50
+
+
+def test_grid_tiles_cover_the_reflect_padded_image():
+    """Tiles on a grid: origins on the grid (first 0, last flush, gaps within tile - overlap, as
+    many tiles as the official layout), cut from the image reflect-padded to the grid; the streamed
+    result equals accumulating those tiles over np.pad's padded image, cropped."""
+    from ast_deploy.protocols import _feather, tile_starts
+
+    rng = np.random.default_rng(4)
+    x = rng.random((2, 3, 300, 430), dtype=np.float32)
+
+    def model(batch):
+        return np.tanh(batch * 3.0 + batch.mean(axis=(1, 2, 3), keepdims=True))
+
+    tiles = Tiles(192, 192, 16, "feather", 64)
+    padded = np.pad(x, ((0, 0), (0, 0), (0, 320 - 300), (0, 448 - 430)), mode="reflect")
+    layout = {}
+    for axis, length, size in (("h", 320, 192), ("w", 448, 192)):
+        starts = tiles.starts(length, size)
+        assert starts[0] == 0 and starts[-1] == length - size
+        assert len(starts) == len(tile_starts(length, size, 16))
+        assert all(0 < b - a <= size - 16 for a, b in zip(starts, starts[1:]))
+        layout[axis] = starts
+    assert all(s % 64 == 0 for s in layout["h"] + layout["w"])  # the full grid fits here
+    got = tiles.run(x, model, batch=3)
+    weight = np.outer(_feather(192, 16), _feather(192, 16))
+    merged, total = np.zeros_like(padded), np.zeros((320, 448), np.float32)
+    for t in layout["h"]:
+        for left in layout["w"]:
+            merged[:, :, t : t + 192, left : left + 192] += model(padded[:, :, t : t + 192, left : left + 192]) * weight
+            total[t : t + 192, left : left + 192] += weight
+    np.testing.assert_allclose(got, (merged / total)[:, :, :300, :430], rtol=0, atol=2e-6)
+    # the grid falls back to a divisor where the full grid would need more tiles (none are added)
+    fallback = Tiles(512, 512, 32, "feather", 128).starts(6016, 512)
+    assert all(s % 32 == 0 for s in fallback) and not all(s % 64 == 0 for s in fallback)
+    assert len(fallback) == len(tile_starts(6016, 512, 32)) and fallback[-1] == 6016 - 512
 
 
 # ---------------------------------------------------------------- CLI: message and peak memory
@@ -212,6 +252,55 @@ def test_restore_rejects_bad_sizes(tmp_path, capsys):
             restore.main([str(tmp_path), "-o", str(tmp_path / "o"), "--onnx", str(dynamic_onnx()), *flag])
         assert e.value.code == 2
     assert "Traceback" not in capsys.readouterr().err
+
+
+def test_tile_progress_is_plain_lines_in_a_log_and_nothing_with_quiet(tmp_path):
+    """ast-restore with stderr a pipe (not a terminal): the tiles of a photo that runs as many
+    batches are reported as plain lines (no bar redraws), at most about ten per photo, ending with
+    the total; with -q there is no progress at all."""
+    import re
+
+    env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""),
+           "AST_DEPLOY_CACHE": str(tmp_path / "cache")}
+    Image.fromarray(np.random.default_rng(5).integers(0, 256, (300, 400, 3), dtype=np.uint8)).save(tmp_path / "p.png")
+    errs = {}
+    for name, extra in (("log", []), ("quiet", ["-q"])):
+        # --tile 128 under 24 MiB: tiles of 128 one per call (the budget holds no more), 4 x 5 of them
+        result = subprocess.run([sys.executable, "-m", "ast_deploy.cli.restore", str(tmp_path / "p.png"),
+                                 "-o", str(tmp_path / name), "--onnx", str(dynamic_onnx()), "--protocol", "pad:128",
+                                 "--tile", "128", "--max-memory", "24M", *extra],
+                                capture_output=True, text=True, env=env, timeout=600)
+        assert result.returncode == 0, result.stderr
+        errs[name] = result.stderr
+    lines = [line for line in errs["log"].splitlines() if line.startswith("tiles of p.png:")]
+    counts = [tuple(map(int, re.fullmatch(r"tiles of p\.png: (\d+)/(\d+)", line).groups())) for line in lines]
+    assert counts and counts[-1] == (20, 20) and 2 <= len(counts) <= 11, errs["log"]
+    assert [done for done, _ in counts] == sorted(done for done, _ in counts)
+    assert "\r" not in errs["log"] and "restoring: 1/1" in errs["log"]
+    assert "tiles of" not in errs["quiet"] and "restoring" not in errs["quiet"]
+    assert "ran as tiles" in errs["quiet"]  # the one message about tiling is not progress
+
+
+def test_tile_progress_on_a_stream():
+    """The callable itself: nothing for a photo of one batch, lines on a stream that is not a
+    terminal, nothing when quiet."""
+    import io
+
+    from ast_deploy.console import TileProgress
+
+    stream = io.StringIO()
+    progress = TileProgress("tiles of a.png", stream=stream)
+    progress(4, 4)
+    assert stream.getvalue() == ""
+    for done in range(1, 31):
+        progress(done, 30)
+    lines = stream.getvalue().splitlines()
+    assert lines[-1] == "tiles of a.png: 30/30" and len(lines) == 10 and lines[0] == "tiles of a.png: 3/30"
+    quiet = io.StringIO()
+    silent = TileProgress(quiet=True, stream=quiet)
+    for done in range(1, 31):
+        silent(done, 30)
+    assert quiet.getvalue() == ""
 
 
 PEAK_SCRIPT = r"""

@@ -77,9 +77,9 @@ def test_square_pad_is_centred():
 
 
 def test_parse_protocol_round_trips_and_rejects_garbage():
-    for spec in ["square-pad:128", "pad:128", "tiles:384:80", "tiles:384:80:feather", "none"]:
+    for spec in ["square-pad:128", "pad:128", "tiles:384:80", "tiles:384:80:feather", "tiles:256:32:feather:grid64", "none"]:
         assert str(parse_protocol(spec)) == spec
-    for bad in ["tiles:384", "pad:x", "blur:3", "tiles:384:80:gaussian"]:
+    for bad in ["tiles:384", "pad:x", "blur:3", "tiles:384:80:gaussian", "tiles:384:80:feather:grid", "tiles:384:80:feather:64"]:
         with pytest.raises(ValueError, match="protocol"):
             parse_protocol(bad)
     with pytest.raises(ValueError, match="multiple of 128"):
@@ -102,7 +102,7 @@ def test_runner_tiles_into_a_static_backend(tiny_model):
     runner.backend.shape_range = ((1, 128, 128), (4, 128, 128))  # (B, H, W): backends/base.py
     x = np.random.default_rng(3).random((1, 3, 200, 150), dtype=np.float32)
     plan = runner.plan_for(200, 150)
-    assert plan.protocol == Tiles(128, 128, 32, "feather")  # tiled to fit: feathered
+    assert plan.protocol == Tiles(128, 128, 32, "feather", 128)  # tiled to fit: feathered
     expected = plan.protocol.run(x, runner.backend.infer, batch=plan.batch)
     np.testing.assert_allclose(runner(x), expected, atol=1e-6)
 

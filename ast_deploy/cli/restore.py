@@ -57,9 +57,9 @@ def main(argv=None) -> int:
             return run_cli(args, inputs, failures)
         outdir = Path(args.out)
         jobs, skipped, clashes = plan_outputs(inputs, outdir, args.force)
-        from ..progress import TileProgress
+        from ..console import TileProgress
 
-        args.tile_progress = TileProgress("tiles")
+        args.tile_progress = TileProgress("tiles", quiet=args.quiet)
         runner = open_runner(args.engine or args.onnx or args.weights or args.server, args)
     except (UsageError, OutputError) as e:
         print(f"ast-restore: error: {e}", file=sys.stderr)
@@ -68,6 +68,7 @@ def main(argv=None) -> int:
     done = 0
     with Progress(total=len(jobs), desc="restoring", unit="image", quiet=args.quiet) as bar:
         for src, dst in jobs:
+            args.tile_progress.desc = f"tiles of {Path(src).name}"
             try:
                 restore_file(src, dst, runner, side_by_side=args.side_by_side)
                 done += 1
