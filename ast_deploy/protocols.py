@@ -29,6 +29,8 @@ from typing import Callable
 
 import numpy as np
 
+from .tiling import ArraySource, run_tiles_to_array
+
 Infer = Callable[[np.ndarray], np.ndarray]
 
 
@@ -137,13 +139,6 @@ def grid_starts(length: int, tile: int, overlap: int, grid: int) -> list[int]:
     raise AssertionError("unreachable: the divisor 1 always fits")
 
 
-def _feather(length: int, overlap: int) -> np.ndarray:
-    if overlap == 0:
-        return np.ones(length, dtype=np.float32)
-    ramp = (np.arange(length, dtype=np.float32) + 0.5) / overlap
-    return np.clip(np.minimum(ramp, ramp[::-1]), 1e-3, 1.0)
-
-
 @dataclass(frozen=True)
 class Tiles:
     tile_h: int = 384
@@ -179,9 +174,7 @@ class Tiles:
 
     def run(self, x: np.ndarray, infer: Infer, batch: int = 1) -> np.ndarray:
         """Tiles ``batch`` at a time, blended into one output as they come (memory holds one batch
-        of tiles and a band of rows, not every tile of the image); see planning.run_tiles."""
-        from .planning import ArraySource, run_tiles_to_array
-
+        of tiles and a band of rows, not every tile of the image); see tiling.run_tiles."""
         return run_tiles_to_array(ArraySource(x), self, infer, batch)
 
     def __str__(self) -> str:

@@ -18,6 +18,7 @@ from PIL import Image as PILImage
 from .backends import backend_kind, open_backend
 from .images import pil_to_array, quantize, to_rgb, to_unit_float
 from .protocols import Protocol, Tiles, hw_range, parse_protocol
+from .tiling import ArraySource, PixelSource, run_tiles, run_tiles_to_array
 from .tasks import get_task
 
 DEVICES = "cpu, cuda or cuda:N"
@@ -142,7 +143,6 @@ class Runner:
         """Run ``plan`` on a planning source; float32 NCHW result, or, with ``pixels_out`` (an
         H x W x 3 integer array), the quantized result written into it band by band."""
         from .budget import release_memory
-        from .planning import run_tiles, run_tiles_to_array
 
         if plan.tiled:
             key = (str(plan.protocol), plan.reason)
@@ -164,7 +164,6 @@ class Runner:
     def run_nchw(self, x: np.ndarray, protocol: str | Protocol | None = None, plan=None) -> np.ndarray:
         """Float32 [B, 3, H, W] in [0, 1] -> restored float32 [B, 3, H, W] (not clipped)."""
         from .budget import release_memory
-        from .planning import ArraySource
 
         if x.ndim != 4 or x.shape[1] != 3:
             raise ValueError(f"expected a [B, 3, H, W] batch, got shape {x.shape}")
@@ -210,7 +209,6 @@ class Runner:
             rgb = to_rgb(x, "input")
             plan = self.plan_for(*rgb.shape[:2])
             if isinstance(plan.protocol, Tiles):  # tiles read and write the photo's own pixels
-                from .planning import PixelSource
 
                 return self._run_plan(PixelSource(rgb), plan, np.empty(rgb.shape, dtype=rgb.dtype))
             pixels, depth = to_unit_float(rgb)

@@ -110,7 +110,7 @@ def cmd_tiles(a) -> list[dict]:
     """Whole image against tiles: forced SIZE:OVERLAP tiles for each overlap, then the plan the
     budget --max-memory makes (its default overlap, tiles balanced over the photo)."""
     from ast_deploy import Runner
-    from ast_deploy.planning import count_tiles
+    from ast_deploy.tiling import count_tiles
 
     x = _rainy_photo(a.photo, a.scale)
     h, w = x.shape[2:]

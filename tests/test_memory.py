@@ -100,7 +100,8 @@ def test_forced_tiles():
 def test_streamed_tiles_equal_accumulating_all_tiles(blend):
     """The official merge (all tiles' weighted outputs summed, divided by the summed weights),
     written out here, against the streamed implementation, with a model that is not the identity."""
-    from ast_deploy.protocols import _feather, tile_starts
+    from ast_deploy.protocols import tile_starts
+    from ast_deploy.tiling import feather as _feather
 
     rng = np.random.default_rng(0)
     x = rng.random((2, 3, 700, 530), dtype=np.float32)
@@ -193,7 +194,8 @@ def test_grid_tiles_cover_the_reflect_padded_image():
     """Tiles on a grid: origins on the grid (first 0, last flush, gaps within tile - overlap, as
     many tiles as the official layout), cut from the image reflect-padded to the grid; the streamed
     result equals accumulating those tiles over np.pad's padded image, cropped."""
-    from ast_deploy.protocols import _feather, tile_starts
+    from ast_deploy.protocols import tile_starts
+    from ast_deploy.tiling import feather as _feather
 
     rng = np.random.default_rng(4)
     x = rng.random((2, 3, 300, 430), dtype=np.float32)
