@@ -98,7 +98,7 @@ def test_judge_applies_every_limit():
 
 
 def test_check_parity_and_reports(tmp_path):
-    cases = [Case(f"img{i}", synthetic_image(24, 40, i)) for i in range(3)]
+    cases = [Case.from_chw(f"img{i}", synthetic_image(24, 40, i)) for i in range(3)]
     report = check_parity(lambda x: x * 0.5, lambda x: x * 0.5 + (x > 0.99) * 0.05, cases, Tolerance(60))
     assert [c.passed for c in report.cases] == [not (c.image > 0.99).any() for c in cases]
     assert not report.passed and report.summary()["failed"] == sum(not c.passed for c in report.cases)
