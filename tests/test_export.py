@@ -194,6 +194,20 @@ def test_tiny_graph_is_clean(tiny_export):
     assert not [p for p in result.path.parent.iterdir() if p.name != result.path.name]  # no temp files left
 
 
+def _scaled_output(exported, factor):
+    """A copy of ``exported`` whose output is multiplied by ``factor``: a wrong model that still runs."""
+    model = onnx.ModelProto()
+    model.CopyFrom(exported)
+    out_name = model.graph.output[0].name
+    for node in model.graph.node:
+        for i, name in enumerate(node.output):
+            if name == out_name:
+                node.output[i] = "unperturbed"
+    model.graph.initializer.append(helper.make_tensor("scale", TensorProto.FLOAT, [], [factor]))
+    model.graph.node.append(helper.make_node("Mul", ["unperturbed", "scale"], [out_name]))
+    return model
+
+
 def test_tiny_validation_report_can_fail(tiny, tiny_export, tmp_path):
     """validate_onnx passes the real export and fails a model whose output was perturbed."""
     result, exported = tiny_export
@@ -205,20 +219,50 @@ def test_tiny_validation_report_can_fail(tiny, tiny_export, tmp_path):
     assert report.passed and [c.shape for c in report.cases] == shapes
     assert all(c.parity["rel"] < 1e-4 and c.parity["psnr"] > 60 for c in report.cases)
 
-    out_name = model.graph.output[0].name
-    for node in model.graph.node:
-        for i, name in enumerate(node.output):
-            if name == out_name:
-                node.output[i] = "unperturbed"
-    scale = helper.make_tensor("one_point_01", TensorProto.FLOAT, [], [1.01])
-    model.graph.initializer.append(scale)
-    model.graph.node.append(helper.make_node("Mul", ["unperturbed", "one_point_01"], [out_name]))
     bad = tmp_path / "perturbed.onnx"
-    onnx.save(model, str(bad))
+    onnx.save(_scaled_output(model, 1.01), str(bad))
     report = validate_onnx(tiny, bad, shapes, recipe.tolerance("fp32"))
     assert not report.passed and all(not c.passed for c in report.cases)
     saved = json.loads(write_json(report, tmp_path / "r.json").read_text())
     assert saved["passed"] is False and len(saved["cases"]) == 2
+
+
+def _hand_psnr(a, b):  # the convention's PSNR written out here: data range 1, unclipped
+    return 10 * np.log10(1.0 / np.mean((np.asarray(a, np.float64) - np.asarray(b, np.float64)) ** 2))
+
+
+def test_export_validation_and_ast_check_share_one_psnr(tiny, tiny_export, tmp_path, capsys):
+    """One PSNR definition: ast-export's validation (check_onnx, what validate_onnx runs) and ast-check
+    report the same number for the same pair, equal to 10 log10(1 / MSE) computed here; an ONNX whose
+    output is scaled by 1.01 fails both."""
+    from ast_deploy.checks.cases import synthetic_cases
+    from ast_deploy.checks.export_check import check_onnx
+    from ast_deploy.cli import check as ast_check
+
+    result, exported = tiny_export
+    checkpoint = tmp_path / "tiny.pth"
+    torch.save(tiny.state_dict(), checkpoint)
+    bad = tmp_path / "perturbed.onnx"
+    onnx.save(_scaled_output(exported, 1.01), str(bad))
+    tolerance = load_recipe("derain").tolerance("fp32")
+    for onnx_path, good in ((result.path, True), (bad, False)):
+        cases = synthetic_cases([(128, 256)], seed=5)
+        exported_report = check_onnx(tiny, onnx_path, cases, tolerance)
+        json_path = tmp_path / f"{onnx_path.stem}.json"
+        code = ast_check.main([str(checkpoint), str(onnx_path), "--config", json.dumps(TINY_CONFIG), "--protocol",
+                               "pad:128", "--size-multiple", str(tiny.size_multiple), "--max-memory", "unlimited",
+                               "--sizes", "128x256", "--seed", "5", "--report", str(json_path)])
+        capsys.readouterr()
+        (checked,) = json.loads(json_path.read_text())["cases"]
+        with torch.no_grad():
+            want = tiny(torch.from_numpy(cases[0].image)).numpy()
+        got = session(onnx_path).run(None, {"input": cases[0].image})[0]
+        (case,) = exported_report.cases
+        assert case.parity["psnr"] == pytest.approx(_hand_psnr(got, want), abs=1e-6)
+        assert float(checked["parity"]["psnr"]) == pytest.approx(case.parity["psnr"], abs=1e-6)
+        assert exported_report.passed is good and (code == 0) is good, (case.failures, checked["failures"])
+        if not good:
+            assert "PSNR" in case.failures[0] and any("PSNR" in f for f in checked["failures"])
 
 
 def test_ops_impl_restored_after_export(tiny, tiny_export):
