@@ -222,6 +222,7 @@ def test_planted_overflow_is_caught_and_kept_fp32(demo_onnx, calib, cases, work)
                           fp32_op_types=(), validate=folder_cases(calib))
     assert not forced["overflow"]["ok"] and target in {i["node"] for i in forced["overflow"]["overflow"]}
     assert not forced["validation"]["all_finite"]
+    assert forced["validation"]["min_psnr_vs_fp32"] == float("-inf")  # a non-finite output scores the worst
 
 
 # -- INT8 ------------------------------------------------------------------------------------

@@ -30,11 +30,11 @@ def psnr(a: np.ndarray, ref: np.ndarray, data_range: float = 1.0, *, clip: bool 
     saved image would be (for scores against ground truth). A NaN or Inf in either gives -inf (the
     worst score, so a non-finite output always fails a threshold); identical inputs give inf."""
     x, y = np.asarray(a, np.float64), np.asarray(ref, np.float64)
+    if not (np.isfinite(x).all() and np.isfinite(y).all()):
+        return -math.inf
     if clip:
         x, y = np.clip(x, 0, data_range), np.clip(y, 0, data_range)
     mse = float(np.mean((x - y) ** 2))
-    if not math.isfinite(mse):
-        return -math.inf
     return math.inf if mse == 0 else 10.0 * math.log10(data_range ** 2 / mse)
 
 

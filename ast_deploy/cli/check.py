@@ -106,7 +106,8 @@ def main(argv=None) -> int:
     try:
         cases = (image_cases(args.images) if args.images else []) + (
             synthetic_cases(args.sizes or DEFAULT_SIZES, args.seed) if args.sizes or not args.images else [])
-        tolerance = tolerance_for(args.precision, load_recipe(args.task, required=False))
+        recipe = load_recipe(args.task, required=False)
+        tolerance = tolerance_for(args.precision, recipe)
         reference = open_runner(args.reference, args)
         candidate = open_runner(args.candidate, args)
     except UsageError as e:
@@ -121,6 +122,8 @@ def main(argv=None) -> int:
         report = ParityReport(args.reference, args.candidate, args.precision, tolerance,
                               [CaseResult("run", (0, 0, 0, 0), {}, None, [message])])
         print(f"ast-check: {message}", file=sys.stderr)
+    report.extra["tolerance_from"] = (str(recipe.path) if recipe is not None and args.precision in recipe.tolerances
+                                      else "defaults (ast_deploy.checks.tolerances)")
     print(text_table(report))
     note = reference.tiling_note()
     if note:
