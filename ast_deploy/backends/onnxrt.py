@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import metadata as meta
-from ..ort_session import quiet_ort_logging, session_options
+from ..ort_session import open_session
 from ..shapes import ShapeRange
 from .base import Backend, BackendError
 
@@ -57,14 +57,12 @@ class SessionFromOnnx:
         if self.providers in ("cuda", "tensorrt") and first not in available:
             raise BackendError(f"{first} is not available in this onnxruntime build (available: {', '.join(available)}); "
                                "install onnxruntime-gpu, or use providers='cpu'")
-        options = session_options(ort, intra_op_threads=self.intra_op_threads)
         providers = [(p, self.provider_options[p]) if p in self.provider_options else p for p in wanted]
-        with quiet_ort_logging(ort):
-            try:
-                session = ort.InferenceSession(str(self.path), sess_options=options, providers=providers)
-            except Exception as e:  # InvalidProtobuf, Fail, InvalidGraph: pybind types outside RuntimeError
-                raise BackendError(f"{self.path}: not a usable ONNX model ({describe_onnx_failure(self.path, e)})"
-                                   ) from None
+        try:
+            session = open_session(self.path, providers, intra_op_threads=self.intra_op_threads)
+        except Exception as e:  # InvalidProtobuf, Fail, InvalidGraph: pybind types outside RuntimeError
+            raise BackendError(f"{self.path}: not a usable ONNX model ({describe_onnx_failure(self.path, e)})"
+                               ) from None
         # A listed provider is no proof: without its CUDA libraries ORT silently drops to the CPU.
         active = session.get_providers()
         if self.providers in ("cuda", "tensorrt") and active[0] != first:
