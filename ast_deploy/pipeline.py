@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from .checks import validate_onnx
+from .checks.report import export_table, write_json
 from .demo import DEMO_NOTICE, demo_weights
 from .metadata import export_metadata
 from .precision.int8 import DEFAULT_PLACEMENT
@@ -198,7 +200,7 @@ def export_task(job: ExportJob, echo: Callable[[str], None] = print) -> ExportOu
 
 def _export_and_validate(job, task, recipe, model, weights, shapes, onnx_path: Path, echo):
     from .console import Progress
-    from .export import export_onnx, validate_onnx
+    from .export import export_onnx
     from .export.onnx_export import DEFAULT_OPSET
 
     opset = job.opset or DEFAULT_OPSET
@@ -229,11 +231,10 @@ def _export_and_validate(job, task, recipe, model, weights, shapes, onnx_path: P
         "seconds": {**{k: round(v, 2) for k, v in result.seconds.items()}, "total": round(total, 2)},
         "recipe": str(recipe.path),
     }
-    report_path = onnx_path.with_suffix(".validation.json")
-    report.save(report_path)
+    report_path = write_json(report, onnx_path.with_suffix(".validation.json"))
     echo(f"{onnx_path}: {result.stats.nodes} nodes ({result.stats.custom_nodes} ast:: custom nodes, "
          f"{result.stats.inlined_nodes} with their functions inlined), input {result.input_shape}, opset {opset}")
-    echo(report.table())
+    echo(export_table(report))
     echo(f"report: {report_path}  ({total:.0f} s)")
     if not report.passed:
         _stderr(f"error: the exported model is beyond the {recipe.path.name} tolerance; the ONNX is kept for "
@@ -243,8 +244,6 @@ def _export_and_validate(job, task, recipe, model, weights, shapes, onnx_path: P
 
 def _reduce_precision(job, recipe, model, shapes, onnx_path: Path, outcome: ExportOutcome, echo) -> Path | None:
     """The FP16 / INT8 model (checked against PyTorch), the FP32 one for fp32, None when it fails."""
-    from .export import validate_onnx
-
     deploy_path = apply_precision(onnx_path, job.precision, recipe=recipe, calib_dir=job.calib,
                                   size_multiple=model.size_multiple,
                                   placement=job.int8_placement or DEFAULT_PLACEMENT)
@@ -252,8 +251,8 @@ def _reduce_precision(job, recipe, model, shapes, onnx_path: Path, outcome: Expo
         return deploy_path
     report = validate_onnx(model, deploy_path, shapes, recipe.tolerance(job.precision), precision=job.precision,
                            seed=job.seed)
-    report.save(deploy_path.with_suffix(".validation.json"))
-    echo(report.table())
+    write_json(report, deploy_path.with_suffix(".validation.json"))
+    echo(export_table(report))
     outcome.reports.append(report)
     outcome.passed = report.passed
     return deploy_path if report.passed else None

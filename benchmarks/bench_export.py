@@ -25,18 +25,14 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from ast_deploy.export import export_onnx, load_recipe, validate_onnx  # noqa: E402
+from ast_deploy.checks import validate_onnx  # noqa: E402
+from ast_deploy.export import export_onnx, load_recipe  # noqa: E402
 from ast_deploy.model import AST, AST_B  # noqa: E402
+from ast_deploy.ort_session import open_session  # noqa: E402
 
 
 def ort_session(path: Path, threads: int):
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    return open_session(path, intra_op_threads=threads)
 
 
 def time_export(model: torch.nn.Module, out: Path) -> dict:

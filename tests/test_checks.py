@@ -30,6 +30,35 @@ def test_psnr_and_errors_closed_form():
     assert rel_error(ref + 0.002, ref) == pytest.approx(0.004, rel=1e-4)
 
 
+def test_psnr_is_one_definition_data_range_1_unclipped():
+    ref = np.full((1, 3, 8, 8), 0.5)
+    over = ref.copy()
+    over[..., 0, 0] = 1.5  # beyond the image range: counts in full for parity, clipped vs ground truth
+    mse = np.mean((over - ref) ** 2)
+    assert psnr(over, ref) == pytest.approx(10 * np.log10(1 / mse))
+    assert psnr(over, ref, clip=True) == pytest.approx(10 * np.log10(1 / np.mean((np.clip(over, 0, 1) - ref) ** 2)))
+    assert psnr(over, ref, clip=True) > psnr(over, ref) + 5
+    for bad in (np.nan, np.inf):
+        broken = ref.copy()
+        broken[0, 0, 0, 0] = bad
+        assert psnr(broken, ref) == -math.inf and psnr(broken, ref, clip=True) == -math.inf
+
+
+def test_cases_are_nchw_batches():
+    img = synthetic_image(16, 24, 0)
+    case = Case.from_chw("a", img, img)
+    assert case.image.shape == case.target.shape == (1, 3, 16, 24) and case.image.dtype == np.float32
+    with pytest.raises(ValueError, match=r"\[N, C, H, W\]"):
+        Case("chw", img)
+    with pytest.raises(ValueError, match="target shape"):
+        Case("a", img[None], img[None, :, :8])
+    from ast_deploy.checks import random_cases
+
+    a, b = random_cases([(2, 3, 8, 16), (1, 3, 8, 8)], seed=3)
+    assert a.image.shape == (2, 3, 8, 16) and b.image.shape == (1, 3, 8, 8)
+    assert np.array_equal(a.image, random_cases([(2, 3, 8, 16)], seed=3)[0].image)
+
+
 def test_ssim_matches_scikit_image():
     metrics = pytest.importorskip("skimage.metrics")
     rng = np.random.default_rng(0)
@@ -98,7 +127,7 @@ def test_judge_applies_every_limit():
 
 
 def test_check_parity_and_reports(tmp_path):
-    cases = [Case(f"img{i}", synthetic_image(24, 40, i)) for i in range(3)]
+    cases = [Case.from_chw(f"img{i}", synthetic_image(24, 40, i)) for i in range(3)]
     report = check_parity(lambda x: x * 0.5, lambda x: x * 0.5 + (x > 0.99) * 0.05, cases, Tolerance(60))
     assert [c.passed for c in report.cases] == [not (c.image > 0.99).any() for c in cases]
     assert not report.passed and report.summary()["failed"] == sum(not c.passed for c in report.cases)
@@ -111,6 +140,13 @@ def test_check_parity_and_reports(tmp_path):
 
     nan = check_parity(lambda x: x, lambda x: x * np.nan, cases[:1], Tolerance(0))
     assert not nan.outputs_valid and not nan.passed
+    # a batch is one case, run at once by both sides, with each side's time
+    batch = Case("batch", np.stack([c.image[0] for c in cases]))
+    seen = []
+    two = check_parity(lambda x: seen.append(x.shape) or x, lambda x: x + 1e-3, [batch], Tolerance(60),
+                       on_infer=lambda: seen.append("tick"))
+    assert seen == [(3, 3, 24, 40), "tick", "tick"] and two.cases[0].shape == (3, 3, 24, 40)
+    assert two.cases[0].parity["psnr"] == pytest.approx(60.0, abs=1e-3) and set(two.cases[0].seconds) == {"reference", "candidate"}
     with pytest.raises(ValueError, match="no images"):
         check_parity(lambda x: x, lambda x: x, [], Tolerance(0))
 

@@ -5,11 +5,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from ast_deploy.checks.tolerances import DEFAULT_TOLERANCES
 from ast_deploy.cli import bench, check, restore
 from conftest import TINY_CONFIG
 from runtime_helpers import checkpoint, damaged_copy, dynamic_onnx, have_tensorrt, static_onnx, torch_infer
 
 CONFIG = json.dumps(TINY_CONFIG)
+FP32_MIN = DEFAULT_TOLERANCES["fp32"].psnr_min  # ast-check's threshold without a task recipe
 
 
 def psnr(a, b):  # written out here, independently of ast_deploy.checks
@@ -33,10 +35,10 @@ def test_check_passes_a_correct_export(tmp_path, capsys):
     assert code == 0, out
     assert "PASS" in out and "synthetic-100x140-seed1" in out
     data = json.loads(report.read_text())
-    assert data["passed"] is True and data["precision"] == "fp32" and data["tolerance"]["psnr_min"] == 60
+    assert data["passed"] is True and data["precision"] == "fp32" and data["tolerance"]["psnr_min"] == FP32_MIN
     assert [c["size"] for c in data["cases"]] == [[128, 128], [100, 140]]
     for case in data["cases"]:
-        assert case["parity"]["psnr"] == "inf" or case["parity"]["psnr"] >= 60
+        assert case["parity"]["psnr"] == "inf" or case["parity"]["psnr"] >= FP32_MIN
     suite = ET.parse(junit).getroot().find("testsuite")
     assert suite.get("failures") == "0" and len(suite.findall("testcase")) == 3
 
@@ -56,10 +58,10 @@ def test_check_fails_a_damaged_export_with_the_right_numbers(tmp_path, capsys):
     want, got = torch_infer(x), ort_infer(bad, x)
     assert case["parity"]["psnr"] == pytest.approx(psnr(got, want), abs=1e-3)
     assert case["parity"]["max_abs"] == pytest.approx(float(np.abs(got - want).max()), rel=1e-4)
-    assert case["parity"]["psnr"] < 60 and not case["passed"] and "PSNR" in case["failures"][0]
+    assert case["parity"]["psnr"] < FP32_MIN and not case["passed"] and "PSNR" in case["failures"][0]
     suite = ET.parse(junit).getroot().find("testsuite")
     failure = suite.find("testcase[@name='synthetic-128x128-seed7 (128x128)']/failure")
-    assert suite.get("failures") == "1" and "< 60 dB" in failure.get("message")
+    assert suite.get("failures") == "1" and f"< {FP32_MIN:g} dB" in failure.get("message")
 
 
 def test_check_scores_both_sides_against_ground_truth(tmp_path):

@@ -11,8 +11,10 @@ import pytest
 import torch
 from onnx import TensorProto, helper
 
+from ast_deploy.checks import validate_onnx
+from ast_deploy.checks.report import export_table, write_json
 from ast_deploy.export import (ASSA_OP, ASSA_SHIFTED_OP, DOMAIN, PARTIAL_CONV_OP, attach_functions, export_onnx,
-                               load_recipe, validate_onnx)
+                               load_recipe)
 from ast_deploy.recipes import RecipeError
 from ast_deploy.model import AST
 from ast_deploy.model.ast import PartialConv, WindowAttentionSparse, shift_region_ids
@@ -192,6 +194,20 @@ def test_tiny_graph_is_clean(tiny_export):
     assert not [p for p in result.path.parent.iterdir() if p.name != result.path.name]  # no temp files left
 
 
+def _scaled_output(exported, factor):
+    """A copy of ``exported`` whose output is multiplied by ``factor``: a wrong model that still runs."""
+    model = onnx.ModelProto()
+    model.CopyFrom(exported)
+    out_name = model.graph.output[0].name
+    for node in model.graph.node:
+        for i, name in enumerate(node.output):
+            if name == out_name:
+                node.output[i] = "unperturbed"
+    model.graph.initializer.append(helper.make_tensor("scale", TensorProto.FLOAT, [], [factor]))
+    model.graph.node.append(helper.make_node("Mul", ["unperturbed", "scale"], [out_name]))
+    return model
+
+
 def test_tiny_validation_report_can_fail(tiny, tiny_export, tmp_path):
     """validate_onnx passes the real export and fails a model whose output was perturbed."""
     result, exported = tiny_export
@@ -200,23 +216,60 @@ def test_tiny_validation_report_can_fail(tiny, tiny_export, tmp_path):
     recipe = load_recipe("derain")
     shapes = [(2, 3, 128, 256), (1, 3, 128, 128)]
     report = validate_onnx(tiny, result.path, shapes, recipe.tolerance("fp32"))
-    assert report.passed and [c.shape for c in report.cases] == [list(s) for s in shapes]
-    assert all(c.max_rel < 1e-4 and c.psnr_db > 60 for c in report.cases)
+    assert report.passed and [c.shape for c in report.cases] == shapes
+    # float rounding only: 130 dB and a relative error of 7e-7 measured (data range 1)
+    assert all(c.parity["rel"] < 5e-6 and c.parity["psnr"] > 115 for c in report.cases), export_table(report)
+    assert all(c.seconds["reference"] > 0 and c.seconds["candidate"] > 0 for c in report.cases)
+    table = export_table(report)
+    assert table.splitlines()[0].split()[:3] == ["input", "(NCHW)", "max"] and "2x3x128x256" in table
+    assert table.splitlines()[-1].endswith("PASS")
 
-    out_name = model.graph.output[0].name
-    for node in model.graph.node:
-        for i, name in enumerate(node.output):
-            if name == out_name:
-                node.output[i] = "unperturbed"
-    scale = helper.make_tensor("one_point_01", TensorProto.FLOAT, [], [1.01])
-    model.graph.initializer.append(scale)
-    model.graph.node.append(helper.make_node("Mul", ["unperturbed", "one_point_01"], [out_name]))
     bad = tmp_path / "perturbed.onnx"
-    onnx.save(model, str(bad))
+    onnx.save(_scaled_output(model, 1.01), str(bad))
     report = validate_onnx(tiny, bad, shapes, recipe.tolerance("fp32"))
     assert not report.passed and all(not c.passed for c in report.cases)
-    saved = json.loads(report.save(tmp_path / "r.json").read_text())
+    saved = json.loads(write_json(report, tmp_path / "r.json").read_text())
     assert saved["passed"] is False and len(saved["cases"]) == 2
+
+
+def _hand_psnr(a, b):  # the convention's PSNR written out here: data range 1, unclipped
+    return 10 * np.log10(1.0 / np.mean((np.asarray(a, np.float64) - np.asarray(b, np.float64)) ** 2))
+
+
+def test_export_validation_and_ast_check_share_one_psnr(tiny, tiny_export, tmp_path, capsys):
+    """One PSNR definition: ast-export's validation (check_onnx, what validate_onnx runs) and ast-check
+    report the same number for the same pair, equal to 10 log10(1 / MSE) computed here; an ONNX whose
+    output is scaled by 1.01 fails both."""
+    from ast_deploy.checks.cases import synthetic_cases
+    from ast_deploy.checks.export_check import check_onnx
+    from ast_deploy.cli import check as ast_check
+
+    result, exported = tiny_export
+    checkpoint = tmp_path / "tiny.pth"
+    torch.save(tiny.state_dict(), checkpoint)
+    bad = tmp_path / "perturbed.onnx"
+    onnx.save(_scaled_output(exported, 1.01), str(bad))
+    tolerance = load_recipe("derain").tolerance("fp32")
+    for onnx_path, good in ((result.path, True), (bad, False)):
+        cases = synthetic_cases([(128, 256)], seed=5)
+        exported_report = check_onnx(tiny, onnx_path, cases, tolerance)
+        json_path = tmp_path / f"{onnx_path.stem}.json"
+        code = ast_check.main([str(checkpoint), str(onnx_path), "--config", json.dumps(TINY_CONFIG), "--protocol",
+                               "pad:128", "--size-multiple", str(tiny.size_multiple), "--max-memory", "unlimited",
+                               "--sizes", "128x256", "--seed", "5", "--report", str(json_path)])
+        capsys.readouterr()
+        checked_report = json.loads(json_path.read_text())
+        assert checked_report["extra"]["tolerance_from"].startswith("defaults")  # no --task: no recipe
+        (checked,) = checked_report["cases"]
+        with torch.no_grad():
+            want = tiny(torch.from_numpy(cases[0].image)).numpy()
+        got = session(onnx_path).run(None, {"input": cases[0].image})[0]
+        (case,) = exported_report.cases
+        assert case.parity["psnr"] == pytest.approx(_hand_psnr(got, want), abs=1e-6)
+        assert float(checked["parity"]["psnr"]) == pytest.approx(case.parity["psnr"], abs=1e-6)
+        assert exported_report.passed is good and (code == 0) is good, (case.failures, checked["failures"])
+        if not good:
+            assert "PSNR" in case.failures[0] and any("PSNR" in f for f in checked["failures"])
 
 
 def test_ops_impl_restored_after_export(tiny, tiny_export):
@@ -315,7 +368,7 @@ def test_ast_b_export(tmp_path):
     assert result.stats.nodes < 3000
     report = validate_onnx(model, result.path, [(2, 3, 256, 256), (1, 3, 128, 384)],
                            load_recipe("derain").tolerance("fp32"))
-    assert report.passed, report.table()
+    assert report.passed, export_table(report)
 
 
 # ------------------------------------------------------------------------------------------------

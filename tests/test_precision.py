@@ -77,9 +77,13 @@ def run(path, image):
     return session.run(None, {session.get_inputs()[0].name: image})[0]
 
 
-def psnr_db(a, b):
-    """PSNR of two images in [0, 1] as a viewer sees them (clipped), computed here, not by the code."""
-    mse = float(np.mean((np.clip(a, 0, 1).astype(np.float64) - np.clip(b, 0, 1)) ** 2))
+def psnr_db(a, b, clip=False):
+    """PSNR with a data range of 1, computed here, not by the code: of the raw outputs (candidate vs
+    reference, as the parity convention says), or clipped as a viewer sees them (vs the clean image)."""
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    if clip:
+        a, b = np.clip(a, 0, 1), np.clip(b, 0, 1)
+    mse = float(np.mean((a - b) ** 2))
     return float("inf") if mse == 0 else 10 * np.log10(1 / mse)
 
 
@@ -90,8 +94,8 @@ def measured(candidate, reference, cases):
     for case in cases:
         ref, out = run(reference, case.image), run(candidate, case.image)
         assert np.isfinite(out).all(), case.name
-        rows.append((psnr_db(out, ref), psnr_db(out, case.clean), psnr_db(ref, case.clean),
-                     psnr_db(case.image, case.clean)))
+        rows.append((psnr_db(out, ref), psnr_db(out, case.target, clip=True), psnr_db(ref, case.target, clip=True),
+                     psnr_db(case.image, case.target, clip=True)))
     return np.array(rows)
 
 
@@ -473,7 +477,7 @@ def test_int8_exclusion_fallback_with_a_cold_calibration_cache(tmp_path):
     computes the ranges) cannot corrupt the model the exclusion attempts quantize again."""
     from ast_deploy.precision.calibration import CalibrationSet
     from ast_deploy.precision.int8 import quantize_int8
-    from ast_deploy.precision.validate import Case
+    from ast_deploy.checks.cases import Case
 
     rng = np.random.default_rng(1)
     src = _conv_matmul_model(tmp_path / "m.onnx")

@@ -49,10 +49,10 @@ def onnx_models(tmp_path_factory):
 
 
 def parity_cases():
-    from ast_deploy.checks.parity import Case
+    from ast_deploy.checks.cases import Case
 
     rng = np.random.default_rng(0)
-    return [Case(f"noise{i}", rng.random((3, SIZE, SIZE), dtype=np.float32)) for i in range(2)]
+    return [Case(f"noise{i}", rng.random((1, 3, SIZE, SIZE), dtype=np.float32)) for i in range(2)]
 
 
 def int8_layers(engine_path) -> list[str]:

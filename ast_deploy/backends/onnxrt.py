@@ -7,7 +7,6 @@ without a lock; ``tests/test_backends.py::test_ort_backend_is_thread_safe`` chec
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 from pathlib import Path
@@ -15,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import metadata as meta
+from ..ort_session import open_session
 from ..shapes import ShapeRange
 from .base import Backend, BackendError
 
@@ -25,22 +25,10 @@ PROVIDER_CHOICES = {
     "cuda": ["CUDAExecutionProvider", "CPUExecutionProvider"],
     "tensorrt": ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"],
 }
-_ORT_ERROR, _ORT_WARNING = 3, 2  # onnxruntime log severities; 2 is its default
 
 log = logging.getLogger(__name__)
 
 _NP_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64}
-
-
-@contextlib.contextmanager
-def _quiet_ort_logging(ort):
-    """A missing CUDA / TensorRT library makes session creation log a long list of load failures
-    before it falls back to the CPU; we report the fallback ourselves."""
-    ort.set_default_logger_severity(_ORT_ERROR)
-    try:
-        yield
-    finally:
-        ort.set_default_logger_severity(_ORT_WARNING)
 
 
 class SessionFromOnnx:
@@ -69,18 +57,12 @@ class SessionFromOnnx:
         if self.providers in ("cuda", "tensorrt") and first not in available:
             raise BackendError(f"{first} is not available in this onnxruntime build (available: {', '.join(available)}); "
                                "install onnxruntime-gpu, or use providers='cpu'")
-        options = ort.SessionOptions()
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.log_severity_level = _ORT_ERROR
-        if self.intra_op_threads:
-            options.intra_op_num_threads = int(self.intra_op_threads)
         providers = [(p, self.provider_options[p]) if p in self.provider_options else p for p in wanted]
-        with _quiet_ort_logging(ort):
-            try:
-                session = ort.InferenceSession(str(self.path), sess_options=options, providers=providers)
-            except Exception as e:  # InvalidProtobuf, Fail, InvalidGraph: pybind types outside RuntimeError
-                raise BackendError(f"{self.path}: not a usable ONNX model ({describe_onnx_failure(self.path, e)})"
-                                   ) from None
+        try:
+            session = open_session(self.path, providers, intra_op_threads=self.intra_op_threads)
+        except Exception as e:  # InvalidProtobuf, Fail, InvalidGraph: pybind types outside RuntimeError
+            raise BackendError(f"{self.path}: not a usable ONNX model ({describe_onnx_failure(self.path, e)})"
+                               ) from None
         # A listed provider is no proof: without its CUDA libraries ORT silently drops to the CPU.
         active = session.get_providers()
         if self.providers in ("cuda", "tensorrt") and active[0] != first:

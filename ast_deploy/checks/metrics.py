@@ -24,8 +24,17 @@ def rel_error(a: np.ndarray, ref: np.ndarray) -> float:
     return max_abs_error(a, ref) / scale if scale > 0 else math.inf
 
 
-def psnr(a: np.ndarray, ref: np.ndarray, data_range: float = 1.0) -> float:
-    mse = float(np.mean((np.asarray(a, np.float64) - np.asarray(ref, np.float64)) ** 2))
+def psnr(a: np.ndarray, ref: np.ndarray, data_range: float = 1.0, *, clip: bool = False) -> float:
+    """The project's one PSNR: ``10 log10(data_range**2 / MSE)`` with a data range of 1, on the raw
+    values (unclipped: what parity compares). ``clip=True`` clips both to [0, data_range] first, as a
+    saved image would be (for scores against ground truth). A NaN or Inf in either gives -inf (the
+    worst score, so a non-finite output always fails a threshold); identical inputs give inf."""
+    x, y = np.asarray(a, np.float64), np.asarray(ref, np.float64)
+    if not (np.isfinite(x).all() and np.isfinite(y).all()):
+        return -math.inf
+    if clip:
+        x, y = np.clip(x, 0, data_range), np.clip(y, 0, data_range)
+    mse = float(np.mean((x - y) ** 2))
     return math.inf if mse == 0 else 10.0 * math.log10(data_range ** 2 / mse)
 
 

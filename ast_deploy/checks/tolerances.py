@@ -19,11 +19,16 @@ class Tolerance:
         return asdict(self)
 
 
-# Starting points: an FP32 export differs from PyTorch by float rounding only; FP16 and INT8 lose more.
+# The one default table (ast-check without a task recipe, the FP16 / INT8 step's budget without a
+# recipe); the shipped recipes hold the same numbers. PSNR with a data range of 1, unclipped
+# (metrics.psnr). Measured (benchmarks/measure_tolerances.py, RESULTS.md "Tolerances"): FP32
+# exports reach 130 dB (the tests' tiny model) to 155 dB against PyTorch on the CPU, AST-B 143.6;
+# FP16 75.8 dB (AST-B, random weights, against FP32 on photographs) to 94.7 dB; INT8 42.5 dB
+# (AST-B) to 58.8 dB. The recipes' comments give each margin and why it is that wide.
 DEFAULT_TOLERANCES = {
-    "fp32": Tolerance(psnr_min=60.0),
-    "fp16": Tolerance(psnr_min=45.0),
-    "int8": Tolerance(psnr_min=35.0),
+    "fp32": Tolerance(psnr_min=90.0, max_rel=1e-4),
+    "fp16": Tolerance(psnr_min=50.0, max_rel=2e-2),
+    "int8": Tolerance(psnr_min=35.0, max_rel=1e-1),
 }
 
 

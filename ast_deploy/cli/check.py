@@ -10,12 +10,11 @@ import argparse
 import sys
 from pathlib import Path
 
-import numpy as np
 
-from ..checks.parity import Case, CaseResult, ParityReport, check_parity
+from ..checks.cases import Case, synthetic_cases as generated_cases
+from ..checks.parity import CaseResult, ParityReport, check_parity
 from ..checks.report import text_table, write_json, write_junit
-from ..checks.synthetic import synthetic_image
-from ..checks.tolerances import PRECISIONS, tolerance_for
+from ..checks.tolerances import DEFAULT_TOLERANCES, PRECISIONS, tolerance_for
 from ..images import READABLE_SUFFIXES, read_image
 from ..recipes import load_recipe
 from ..shapes import parse_sizes
@@ -28,7 +27,8 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="ast-check", description="Compare a candidate (ONNX model, TensorRT engine, checkpoint) with a "
         "reference on the same images: PSNR, SSIM, max abs and relative error per image, pass/fail per the "
-        "precision's tolerance (task recipe, else FP32 >= 60 dB, FP16 >= 45 dB, INT8 >= 35 dB PSNR).",
+        "precision's tolerance (task recipe, else " + ", ".join(
+            f"{p.upper()} >= {t.psnr_min:g} dB" for p, t in DEFAULT_TOLERANCES.items()) + " PSNR, data range 1).",
         epilog="--images DIR: either DIR/input/ and DIR/target/ with files of the same stem (the candidate and "
                "the reference are also scored against the targets), or a folder of images.")
     p.add_argument("reference", help="the reference: usually the PyTorch checkpoint")
@@ -67,7 +67,7 @@ def image_cases(folder: str):
                                      f"{image.shape[1:]}")
         except ValueError as e:  # ImageError
             raise UsageError(str(e)) from e
-        cases.append(Case(path.stem, np.ascontiguousarray(image), None if target is None else np.ascontiguousarray(target)))
+        cases.append(Case.from_chw(path.stem, image, target))
     if targets is not None and not any(c.target is not None for c in cases):
         raise UsageError(f"--images {folder}: no file in {targets} has the name of an input")
     return cases
@@ -78,11 +78,11 @@ def synthetic_cases(sizes: str, seed: int):
         parsed = parse_sizes(sizes, min_side=16)
     except ValueError as e:
         raise UsageError(f"--sizes: {e}") from None
-    return [Case(f"synthetic-{h}x{w}-seed{seed + i}", synthetic_image(h, w, seed + i)) for i, (h, w) in enumerate(parsed)]
+    return generated_cases(parsed, seed)
 
 
 def paired(reference, candidate):
-    """Both Runners as [1, 3, H, W] -> output callables that run each image with one plan, the
+    """Both Runners as [N, 3, H, W] -> output callables that run each image with one plan, the
     stricter of the two (ast_deploy.planning): when either side must tile an image (an engine's
     profile, a memory budget), both tile it the same way, so the comparison measures the model,
     not the tiling."""
@@ -106,7 +106,8 @@ def main(argv=None) -> int:
     try:
         cases = (image_cases(args.images) if args.images else []) + (
             synthetic_cases(args.sizes or DEFAULT_SIZES, args.seed) if args.sizes or not args.images else [])
-        tolerance = tolerance_for(args.precision, load_recipe(args.task, required=False))
+        recipe = load_recipe(args.task, required=False)
+        tolerance = tolerance_for(args.precision, recipe)
         reference = open_runner(args.reference, args)
         candidate = open_runner(args.candidate, args)
     except UsageError as e:
@@ -119,8 +120,10 @@ def main(argv=None) -> int:
 
         message = f"running the comparison failed: {type(e).__name__}: {e}"
         report = ParityReport(args.reference, args.candidate, args.precision, tolerance,
-                              [CaseResult("run", (0, 0), {}, None, [message])])
+                              [CaseResult("run", (0, 0, 0, 0), {}, None, [message])])
         print(f"ast-check: {message}", file=sys.stderr)
+    report.extra["tolerance_from"] = (str(recipe.path) if recipe is not None and args.precision in recipe.tolerances
+                                      else "defaults (ast_deploy.checks.tolerances)")
     print(text_table(report))
     note = reference.tiling_note()
     if note:

@@ -44,10 +44,13 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
+from ..checks.tolerances import DEFAULT_TOLERANCES
 from ..fileio import atomic_write
+from ..ort_session import open_session
 from .calibration import CalibrationSet, cache_dir
 from .graph import model_hash, tensor_producers
-from .ranges import load_model, ort_session
+from .ranges import load_model
+from .validate import compare_models, run
 
 WEIGHTED_OP_TYPES = ("Conv", "ConvTranspose", "MatMul", "Gemm")
 # The axis of a weight that indexes output channels: [K, C, R, S] for Conv, [C, K, R, S] for ConvTranspose.
@@ -62,7 +65,7 @@ SCHEMES = {
             "MatMul/Gemm inputs only, convolutions FP32 (ONNX Runtime CPU's MatMulIntegerToFloat pattern)"),
     "ort-per-channel": "INT8 symmetric, Q/DQ on weighted-op inputs only, INT8 per-channel weights (MatMul axis 1)",
 }
-DEFAULT_MIN_PSNR = 30.0  # vs the FP32 model, worst validation image
+DEFAULT_MIN_PSNR = DEFAULT_TOLERANCES["int8"].psnr_min  # dB vs the FP32 model, worst validation case
 
 
 class _Reader:
@@ -181,7 +184,7 @@ def local_sensitivity(model: onnx.ModelProto, calib: CalibrationSet, op_types=WE
     graph_inputs = {i.name for i in probe.graph.input}
     del probe.graph.output[:]
     probe.graph.output.extend(onnx.ValueInfoProto(name=n) for n in wanted if n not in graph_inputs)
-    session = ort_session(probe, optimize=False)
+    session = open_session(probe, optimize=False)
     names = [o.name for o in session.get_outputs()]
     acts: dict[str, list[np.ndarray]] = {n: [] for n in wanted}
     input_name = probe.graph.input[0].name
@@ -219,8 +222,6 @@ def quantize_int8(onnx_in, onnx_out, calib: CalibrationSet, *, validate=None, mi
     With ``validate`` (validation cases, see :mod:`.validate`) the result is checked against the
     FP32 model in onnxruntime; below ``min_psnr`` dB on the worst case, the most sensitive nodes
     are excluded (1, 2, 4, ... up to ``max_excluded``, default a quarter of the weighted nodes)."""
-    from .validate import compare_models, run
-
     if placement not in PLACEMENTS:
         raise ValueError(f"INT8 placement must be one of {', '.join(PLACEMENTS)}, not {placement!r}")
     if placement == "ort":

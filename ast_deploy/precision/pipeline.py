@@ -14,14 +14,13 @@ import sys
 from pathlib import Path
 from typing import Callable
 
-from ..checks.tolerances import PRECISIONS
+from ..checks.report import json_safe
+from ..checks.tolerances import DEFAULT_TOLERANCES, PRECISIONS
 from ..fileio import atomic_write
 from .calibration import CalibrationError, default_calibration_folder, list_images, load_calibration, load_image
 from .fp16 import convert_fp16
 from .int8 import DEFAULT_PLACEMENT, quantize_int8
 from .validate import demo_cases, folder_cases
-
-DEFAULT_MIN_PSNR = {"fp16": 45.0, "int8": 35.0}  # dB vs FP32; recipes override
 
 
 def validation_cases(calib, multiple: int, log: Callable[[str], None]):
@@ -47,7 +46,7 @@ def make_precision(onnx_path: str | os.PathLike, precision: str, *, calib_dir: s
         log(f"calibration: the demo's rainy images ({calib_dir}); pass --calib DIR for your own")
     calib = load_calibration(calib_dir, size_multiple)
     cases, source = validation_cases(calib, size_multiple, log)
-    budget = DEFAULT_MIN_PSNR[precision] if min_psnr is None else min_psnr
+    budget = DEFAULT_TOLERANCES[precision].psnr_min if min_psnr is None else min_psnr  # a recipe's overrides
     if precision == "fp16":
         report = convert_fp16(onnx_path, out, calib, validate=cases)
         report["min_psnr_budget"] = budget
@@ -57,7 +56,7 @@ def make_precision(onnx_path: str | os.PathLike, precision: str, *, calib_dir: s
         report = quantize_int8(onnx_path, out, calib, validate=cases, min_psnr=budget, placement=placement)
     report["validation_source"] = source
     report_path = out.with_suffix(".precision.json")
-    atomic_write(report_path, json.dumps(report, indent=1) + "\n")
+    atomic_write(report_path, json.dumps(json_safe(report), indent=1, allow_nan=False) + "\n")
     for line in summary(precision, report):
         log(line)
     log(f"precision report: {report_path}")

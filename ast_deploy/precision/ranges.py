@@ -17,6 +17,7 @@ import numpy as np
 import onnx
 
 from ..fileio import atomic_write
+from ..ort_session import open_session
 from .calibration import CalibrationSet, cache_dir
 from .graph import ensure_node_names, inline_with_owners, model_hash
 
@@ -59,22 +60,6 @@ def load_model(model: onnx.ModelProto | str | Path) -> onnx.ModelProto:
     return ensure_node_names(onnx.load(str(model)))
 
 
-def ort_session(model: onnx.ModelProto, *, optimize: bool = True, threads: int | None = None):
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    if not optimize:
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    if threads:
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-    options.log_severity_level = 3
-    from ..backends.onnxrt import _quiet_ort_logging
-
-    with _quiet_ort_logging(ort):  # constant folding logs FP16 ops the CPU has no kernel for
-        return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
-
-
 def collect_ranges(model: onnx.ModelProto | str | Path, calib: CalibrationSet, *, use_cache: bool = True,
                    max_outputs: int = 2000) -> Ranges:
     model = load_model(model)
@@ -100,7 +85,7 @@ def collect_ranges(model: onnx.ModelProto | str | Path, calib: CalibrationSet, *
         probe.graph.output.extend(onnx.ValueInfoProto(name=n) for n in chunk if n != input_name)
         if not probe.graph.output:
             continue
-        session = ort_session(probe, optimize=False)
+        session = open_session(probe, optimize=False)
         wanted = [o.name for o in session.get_outputs() if o.type in ("tensor(float)", "tensor(double)", "tensor(float16)")]
         for batch in calib.batches:
             for name, value in zip(wanted, session.run(wanted, {input_name: batch})):
