@@ -17,7 +17,6 @@ import platform
 import re
 import shutil
 import subprocess
-import sys
 from importlib import metadata
 
 GiB = 1 << 30
@@ -193,7 +192,6 @@ def check_tensorrt(jetson: dict) -> dict:
 
 
 def _tiny_model_bytes() -> bytes:
-    import onnx
     from onnx import TensorProto, helper
 
     x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])

@@ -203,3 +203,20 @@ def test_console_script_is_declared():
 
     project = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())
     assert project["project"]["scripts"]["ast-export"] == "ast_deploy.cli.export:main"
+
+
+def test_static_shape_int8_calibrates_and_validates_at_that_shape(tmp_path, capsys):
+    """--shape HxW --batch B with --int8: a static ONNX takes one input shape, so the calibration
+    images and the held-out validation pairs are brought to it (ONNX Runtime refused the 256-pixel
+    pairs with a dims error before), and the INT8 graph keeps the static input."""
+    out = tmp_path / "out"
+    code = main(["--task", "derain", "--shape", "128x128", "--batch", "2", "--int8", "--out", str(out)])
+    captured = capsys.readouterr()
+    assert code == EXIT_OK, captured.err
+    path = out / "ast-derain-128x128-b2.int8.onnx"
+    dims = [d.dim_value for d in onnx.load(str(path)).graph.input[0].type.tensor_type.shape.dim]
+    assert dims == [2, 3, 128, 128]
+    report = json.loads((out / "ast-derain-128x128-b2.int8.precision.json").read_text())
+    assert report["budget_met"] and report["validation"]["cases"]
+    assert json.loads((out / "ast-derain-128x128-b2.int8.validation.json").read_text())["passed"]
+    assert "--shapes 2x3x128x128" in captured.out

@@ -13,9 +13,12 @@ defaults), so the attention is two plugins: ``AdaptiveSparseAttention`` with 4 i
 from __future__ import annotations
 
 import numbers
-
+from typing import TYPE_CHECKING
 
 from ..ops.names import ASSA_OP as ASSA, ASSA_SHIFTED_OP as ASSA_SHIFTED, PARTIAL_CONV_OP as PARTIAL_CONV, PLUGIN_NAMESPACE as NAMESPACE, PLUGIN_VERSION  # noqa: E501, F401
+
+if TYPE_CHECKING:  # kernel_specs imports torch
+    from ..ops.kernel_specs import AssaSpec, PartialConvSpec
 
 
 def plugin_id(name: str) -> str:

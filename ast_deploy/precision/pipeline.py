@@ -8,6 +8,7 @@ tolerance for that precision."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import sys
@@ -20,7 +21,16 @@ from ..fileio import atomic_write
 from .calibration import CalibrationError, default_calibration_folder, list_images, load_calibration, load_image
 from .fp16 import convert_fp16
 from .int8 import DEFAULT_PLACEMENT, quantize_int8
-from .validate import demo_cases, folder_cases
+from .validate import cases_for_shape, demo_cases, folder_cases, to_shape
+
+
+def static_input_shape(onnx_path) -> tuple[int, int, int, int] | None:
+    """The input shape of a static-shape ONNX (``ast-export --shape``), None for a dynamic one."""
+    import onnx
+
+    dims = onnx.load(str(onnx_path), load_external_data=False).graph.input[0].type.tensor_type.shape.dim
+    values = [d.dim_value if d.HasField("dim_value") else 0 for d in dims]
+    return tuple(values) if len(values) == 4 and all(v > 0 for v in values) else None
 
 
 def validation_cases(calib, multiple: int, log: Callable[[str], None]):
@@ -46,6 +56,11 @@ def make_precision(onnx_path: str | os.PathLike, precision: str, *, calib_dir: s
         log(f"calibration: the demo's rainy images ({calib_dir}); pass --calib DIR for your own")
     calib = load_calibration(calib_dir, size_multiple)
     cases, source = validation_cases(calib, size_multiple, log)
+    static = static_input_shape(onnx_path)
+    if static is not None:  # a --shape export takes that one size: calibrate and validate at it
+        calib = dataclasses.replace(calib, batches=tuple(to_shape(b, static) for b in calib.batches),
+                                    key=f"{calib.key}-{'x'.join(map(str, static))}")
+        cases = cases_for_shape(cases, static)
     budget = DEFAULT_TOLERANCES[precision].psnr_min if min_psnr is None else min_psnr  # a recipe's overrides
     if precision == "fp16":
         report = convert_fp16(onnx_path, out, calib, validate=cases)

@@ -28,6 +28,24 @@ def folder_cases(calib) -> list[Case]:
     return [Case(p.name, b) for p, b in zip(calib.files, calib.batches)]
 
 
+def to_shape(batch: np.ndarray, shape) -> np.ndarray:
+    """An NCHW batch brought to a static model's input ``shape`` (B, C, H, W): each side mirrored
+    outwards until it is long enough, centre-cropped, and the first image repeated to batch B."""
+    b, _, h, w = shape
+    x = np.asarray(batch, np.float32)[:1]
+    while x.shape[2] < h or x.shape[3] < w:
+        x = np.pad(x, ((0, 0), (0, 0), (0, max(0, min(h - x.shape[2], x.shape[2]))),
+                       (0, max(0, min(w - x.shape[3], x.shape[3])))), mode="symmetric")
+    top, left = (x.shape[2] - h) // 2, (x.shape[3] - w) // 2
+    return np.ascontiguousarray(np.repeat(x[:, :, top:top + h, left:left + w], b, axis=0))
+
+
+def cases_for_shape(cases: list[Case], shape) -> list[Case]:
+    """``cases`` (and their targets) at a static model's input shape."""
+    return [Case(c.name, to_shape(c.image, shape), None if c.target is None else to_shape(c.target, shape))
+            for c in cases]
+
+
 def run(model, cases: list[Case], session=None) -> list[np.ndarray]:
     session = session or open_session(load_model(model))
     name = session.get_inputs()[0].name
