@@ -129,16 +129,7 @@ def make_plan(h: int, w: int, protocol: Protocol, limits: Limits | Iterable[Limi
     grid = tile_grid_step(protocol, size_multiple)
     pad_h, pad_w = _next_multiple(h, grid), _next_multiple(w, grid)  # what the tiles cover
     if tile is not None:
-        if tile.size % size_multiple:
-            raise ValueError(f"--tile {tile.size}: the tile size must be a multiple of {size_multiple}, "
-                             "the size this model takes")
-        t_h, t_w = min(tile.size, pad_h), min(tile.size, pad_w)
-        overlap = min(tile.resolved_overlap(), min(t_h, t_w) - 1)
-        batch = _joint_batch(limits, t_h, t_w)
-        if batch == 0 and not all(lim.takes(t_h, t_w) for lim in limits):
-            raise ValueError(f"--tile {tile.size}: the backend does not take {t_h}x{t_w} inputs "
-                             f"({_range_text(limits)})")
-        return Plan(Tiles(t_h, t_w, overlap, "feather", grid), max(1, batch), forced=True, reason="--tile")
+        return _forced_tiles(tile, limits, size_multiple, grid, pad_h, pad_w)
     need_h, need_w = protocol.model_input_size(h, w)
     whole = _joint_batch(limits, need_h, need_w)
     if whole >= 1:
@@ -152,26 +143,7 @@ def make_plan(h: int, w: int, protocol: Protocol, limits: Limits | Iterable[Limi
         if lim.hw_range is not None:
             top = min(top, lim.hw_range[1][0], lim.hw_range[1][1])
     top -= top % size_multiple
-    choice = None
-    for side in range(top, 0, -size_multiple):
-        t_h, t_w = min(side, cap_h), min(side, cap_w)
-        for lim in limits:  # a profile's minimum pads small sides up
-            if lim.hw_range is not None:
-                t_h, t_w = max(t_h, lim.hw_range[0][0]), max(t_w, lim.hw_range[0][1])
-        batch = _joint_batch(limits, t_h, t_w)
-        if batch >= 1:
-            choice = (t_h, t_w, batch)
-            break
-    reason = "budget"
-    if choice is None:  # not even the smallest tile fits the budget: run the smallest the profile takes
-        t_h = t_w = size_multiple
-        for lim in limits:
-            if lim.hw_range is not None:
-                t_h, t_w = max(t_h, lim.hw_range[0][0]), max(t_w, lim.hw_range[0][1])
-        if not all(lim.takes(t_h, t_w) for lim in limits):
-            raise ValueError(f"no tile size fits every backend ({_range_text(limits)})")
-        choice, reason = (t_h, t_w, 1), "budget (smallest tile; over budget)"
-    t_h, t_w, batch = choice
+    (t_h, t_w, batch), reason = _largest_tile(limits, size_multiple, top, cap_h, cap_w)
     overlap = min(default_overlap(min(t_h, t_w)), min(t_h, t_w) - 1)
     if pad_h > t_h or pad_w > t_w:
         # as few tiles as the chosen size needs, each shrunk to cover the image evenly: less
@@ -184,6 +156,42 @@ def make_plan(h: int, w: int, protocol: Protocol, limits: Limits | Iterable[Limi
     if pad_h <= t_h and pad_w <= t_w:
         overlap = 0  # one tile covers the image
     return Plan(Tiles(t_h, t_w, overlap, "feather", grid), batch, tiled_to_fit=True, reason=reason)
+
+
+def _forced_tiles(tile: TileSpec, limits: list[Limits], size_multiple: int, grid: int, pad_h: int, pad_w: int) -> Plan:
+    """``--tile``'s plan: its size (no larger than the padded image), in batches the limits allow."""
+    if tile.size % size_multiple:
+        raise ValueError(f"--tile {tile.size}: the tile size must be a multiple of {size_multiple}, "
+                         "the size this model takes")
+    t_h, t_w = min(tile.size, pad_h), min(tile.size, pad_w)
+    overlap = min(tile.resolved_overlap(), min(t_h, t_w) - 1)
+    batch = _joint_batch(limits, t_h, t_w)
+    if batch == 0 and not all(lim.takes(t_h, t_w) for lim in limits):
+        raise ValueError(f"--tile {tile.size}: the backend does not take {t_h}x{t_w} inputs "
+                         f"({_range_text(limits)})")
+    return Plan(Tiles(t_h, t_w, overlap, "feather", grid), max(1, batch), forced=True, reason="--tile")
+
+
+def _profile_min(limits: list[Limits], t_h: int, t_w: int) -> tuple[int, int]:
+    """A tile padded up to every profile's minimum side."""
+    for lim in limits:
+        if lim.hw_range is not None:
+            t_h, t_w = max(t_h, lim.hw_range[0][0]), max(t_w, lim.hw_range[0][1])
+    return t_h, t_w
+
+
+def _largest_tile(limits: list[Limits], size_multiple: int, top: int, cap_h: int, cap_w: int):
+    """((tile H, tile W, batch), reason): the largest square side from ``top`` down (capped by the
+    image) whose batch of one fits every limit; if none does, the smallest tile the profiles take."""
+    for side in range(top, 0, -size_multiple):
+        t_h, t_w = _profile_min(limits, min(side, cap_h), min(side, cap_w))
+        batch = _joint_batch(limits, t_h, t_w)
+        if batch >= 1:
+            return (t_h, t_w, batch), "budget"
+    t_h, t_w = _profile_min(limits, size_multiple, size_multiple)
+    if not all(lim.takes(t_h, t_w) for lim in limits):
+        raise ValueError(f"no tile size fits every backend ({_range_text(limits)})")
+    return (t_h, t_w, 1), "budget (smallest tile; over budget)"
 
 
 def _balanced(length: int, tile: int, overlap: int, multiple: int) -> int:

@@ -97,20 +97,11 @@ def run_tiles(source, tiles: Tiles, infer: Callable[[np.ndarray], np.ndarray], b
     row and a column profile on a product grid of tiles, so their sum is the outer product of two
     1-D sums, and accumulation happens in the same tile order.
     """
-    th, tw, overlap = tiles.tile_h, tiles.tile_w, tiles.overlap
+    th, tw = tiles.tile_h, tiles.tile_w
     n_img, height, width = source.images, source.height, source.width
     tops, lefts, ph, pw = tile_grid(height, width, tiles)
     row_index, col_index = reflect_index(height, ph), reflect_index(width, pw)
-    if tiles.blend == "feather":
-        wy, wx = feather(th, overlap), feather(tw, overlap)
-    else:
-        wy, wx = np.ones(th, dtype=np.float32), np.ones(tw, dtype=np.float32)
-    weight = np.outer(wy, wx)
-    sum_y, sum_x = np.zeros(ph, dtype=np.float32), np.zeros(pw, dtype=np.float32)
-    for t in tops:
-        sum_y[t : t + th] += wy
-    for left in lefts:
-        sum_x[left : left + tw] += wx
+    weight, sum_y, sum_x = _blend_weights(tiles, tops, lefts, ph, pw)
     jobs = [(r, b, left) for r in range(len(tops)) for b in range(n_img) for left in lefts]
     total = len(jobs)
     row_left = [n_img * len(lefts)] * len(tops)  # tiles of each tile row still to accumulate
@@ -146,6 +137,21 @@ def run_tiles(source, tiles: Tiles, infer: Callable[[np.ndarray], np.ndarray], b
             flushed += 1
         if progress is not None:
             progress(done, total)
+
+
+def _blend_weights(tiles: Tiles, tops: list[int], lefts: list[int], ph: int, pw: int):
+    """(one tile's weights [th, tw], their sums along the padded rows [ph] and columns [pw])."""
+    th, tw, overlap = tiles.tile_h, tiles.tile_w, tiles.overlap
+    if tiles.blend == "feather":
+        wy, wx = feather(th, overlap), feather(tw, overlap)
+    else:
+        wy, wx = np.ones(th, dtype=np.float32), np.ones(tw, dtype=np.float32)
+    sum_y, sum_x = np.zeros(ph, dtype=np.float32), np.zeros(pw, dtype=np.float32)
+    for t in tops:
+        sum_y[t : t + th] += wy
+    for left in lefts:
+        sum_x[left : left + tw] += wx
+    return np.outer(wy, wx), sum_y, sum_x
 
 
 def _grow(band, n_img, channels, rows, width):

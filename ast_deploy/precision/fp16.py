@@ -13,7 +13,7 @@ polymorphic (the check at the end runs the converted model in onnxruntime, which
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import onnx
@@ -137,98 +137,114 @@ def _cast(name_in: str, name_out: str, to: int) -> onnx.NodeProto:
     return helper.make_node("Cast", [name_in], [name_out], name=f"{name_out}_cast", to=to)
 
 
+@dataclass
+class _Rewrite:
+    """What apply_fp16 tracks while it walks the graph."""
+    graph: onnx.GraphProto
+    init: dict
+    precision: dict = field(default_factory=dict)  # tensor -> "fp32" / "fp16" as produced
+    fp16_inits: dict = field(default_factory=dict)  # FP32 initializer -> its FP16 copy's name
+    fp32_init_users: set = field(default_factory=set)  # initializers still read as FP32
+    casts: dict = field(default_factory=dict)  # (tensor, precision) -> the Cast's output
+    new_nodes: list = field(default_factory=list)
+
+    def cast_to(self, name: str, want: str) -> str:
+        key = (name, want)
+        if key not in self.casts:
+            self.casts[key] = f"{name}__to_{want}"
+            self.new_nodes.append(_cast(name, self.casts[key], TensorProto.FLOAT16 if want == "fp16" else TensorProto.FLOAT))
+        return self.casts[key]
+
+    def fp16_initializer(self, name: str) -> str:
+        if name not in self.fp16_inits:
+            self.fp16_inits[name] = f"{name}__fp16"
+            array = numpy_helper.to_array(self.init[name]).astype(np.float16)
+            self.graph.initializer.append(numpy_helper.from_array(array, self.fp16_inits[name]))
+        return self.fp16_inits[name]
+
+
 def apply_fp16(model: onnx.ModelProto, decisions: dict[str, NodeDecision]) -> tuple[onnx.ModelProto, int]:
     """Rewrite ``model`` (a copy) by the decisions; return it and the number of casts inserted."""
     model = load_model(model)
     graph = model.graph
     functions = local_functions(model)
-    init = {t.name: t for t in graph.initializer}
     opset = _opset(model)
-    precision: dict[str, str] = {i.name: "fp32" for i in graph.input}
-    fp16_inits: dict[str, str] = {}
-    fp32_init_users: set[str] = set()
-    casts: dict[tuple[str, str], str] = {}
-    new_nodes: list[onnx.NodeProto] = []
-
-    def cast_to(name: str, want: str) -> str:
-        key = (name, want)
-        if key not in casts:
-            casts[key] = f"{name}__to_{want}"
-            new_nodes.append(_cast(name, casts[key], TensorProto.FLOAT16 if want == "fp16" else TensorProto.FLOAT))
-        return casts[key]
-
+    r = _Rewrite(graph, {t.name: t for t in graph.initializer}, {i.name: "fp32" for i in graph.input})
     for node in graph.node:
         d = decisions.get(node.name)
         if d is None or d.precision == "none":
-            for i, name in enumerate(node.input):
-                if name in init:
-                    fp32_init_users.add(name)
+            r.fp32_init_users.update(name for name in node.input if name in r.init)
             for o in node.output:
-                precision.setdefault(o, "fp32")
-            new_nodes.append(node)
+                r.precision.setdefault(o, "fp32")
+            r.new_nodes.append(node)
             continue
-        want = d.precision
         is_call = (node.domain, node.op_type) in functions
         schema = None if is_call else _schema(node, opset if not node.domain else _opset(model, node.domain))
-        converted_vars: set[str] = set()
-        for i, name in enumerate(node.input):
-            if not name:
-                continue
-            is_float_init = name in init and init[name].data_type == TensorProto.FLOAT
-            if not is_float_init and name not in precision:
-                continue  # an integer tensor, or a float tensor with no range (never computed)
-            need = want
-            if schema is not None:
-                type_str, allowed = _formal_types(schema, i)
-                if type_str == "tensor(float)" or "tensor(float16)" not in allowed:
-                    need = "fp32"  # a concretely typed input, e.g. Resize's scales
-                elif need == "fp16":
-                    converted_vars.add(type_str)
-            if is_float_init:
-                if need == "fp16":
-                    if name not in fp16_inits:
-                        fp16_inits[name] = f"{name}__fp16"
-                        array = numpy_helper.to_array(init[name]).astype(np.float16)
-                        graph.initializer.append(numpy_helper.from_array(array, fp16_inits[name]))
-                    node.input[i] = fp16_inits[name]
-                else:
-                    fp32_init_users.add(name)
-                continue
-            if name in init:
-                continue
-            if precision[name] != need:
-                node.input[i] = cast_to(name, need)
+        converted_vars = _rewrite_inputs(node, d.precision, schema, r)
         for k, out in enumerate(node.output):
-            if not out:
-                continue
-            if want == "fp16" and (is_call or schema is None or _formal_types(schema, k, outputs=True)[0] in converted_vars
-                                   or (node.op_type == "Cast" and attribute(node, "to") == TensorProto.FLOAT)
-                                   or node.op_type in ("Constant", "ConstantOfShape")):
-                precision[out] = "fp16"
-            else:
-                precision[out] = "fp32"
-        if want == "fp16":
+            if out:
+                fp16_out = d.precision == "fp16" and _output_follows(node, k, is_call, schema, converted_vars)
+                r.precision[out] = "fp16" if fp16_out else "fp32"
+        if d.precision == "fp16":
             _retype_attributes(node)
-        new_nodes.append(node)
+        r.new_nodes.append(node)
+    _finish(graph, r)
+    return model, len(r.casts)
 
+
+def _rewrite_inputs(node: onnx.NodeProto, want: str, schema, r: _Rewrite) -> set[str]:
+    """Point ``node``'s float inputs at tensors of the precision it runs in (FP16 initializer copies,
+    Casts); return the schema's type variables that became FP16."""
+    converted_vars: set[str] = set()
+    for i, name in enumerate(node.input):
+        if not name:
+            continue
+        is_float_init = name in r.init and r.init[name].data_type == TensorProto.FLOAT
+        if not is_float_init and name not in r.precision:
+            continue  # an integer tensor, or a float tensor with no range (never computed)
+        need = want
+        if schema is not None:
+            type_str, allowed = _formal_types(schema, i)
+            if type_str == "tensor(float)" or "tensor(float16)" not in allowed:
+                need = "fp32"  # a concretely typed input, e.g. Resize's scales
+            elif need == "fp16":
+                converted_vars.add(type_str)
+        if is_float_init:
+            if need == "fp16":
+                node.input[i] = r.fp16_initializer(name)
+            else:
+                r.fp32_init_users.add(name)
+        elif name not in r.init and r.precision[name] != need:
+            node.input[i] = r.cast_to(name, need)
+    return converted_vars
+
+
+def _output_follows(node: onnx.NodeProto, k: int, is_call: bool, schema, converted_vars: set[str]) -> bool:
+    """Whether output ``k`` of a node converted to FP16 is FP16 (its type follows a converted input)."""
+    return (is_call or schema is None or _formal_types(schema, k, outputs=True)[0] in converted_vars
+            or (node.op_type == "Cast" and attribute(node, "to") == TensorProto.FLOAT)
+            or node.op_type in ("Constant", "ConstantOfShape"))
+
+
+def _finish(graph: onnx.GraphProto, r: _Rewrite) -> None:
+    """The rewritten node list, unused FP32 initializers dropped, FP32 graph outputs, stale types gone."""
     del graph.node[:]
-    graph.node.extend(new_nodes)
-    kept = [t for t in graph.initializer if t.name not in fp16_inits or t.name in fp32_init_users]
+    graph.node.extend(r.new_nodes)
+    kept = [t for t in graph.initializer if t.name not in r.fp16_inits or t.name in r.fp32_init_users]
     del graph.initializer[:]
     graph.initializer.extend(kept)
     for out in graph.output:
-        if precision.get(out.name) == "fp16":
+        if r.precision.get(out.name) == "fp16":
             inner = f"{out.name}__fp16"
             for node in graph.node:
                 node.input[:] = [inner if n == out.name else n for n in node.input]
                 node.output[:] = [inner if n == out.name else n for n in node.output]
             graph.node.append(_cast(inner, out.name, TensorProto.FLOAT))
-            casts[(out.name, "output")] = out.name
+            r.casts[(out.name, "output")] = out.name
     # Recorded intermediate types are stale now; shape inference (or the runtime) recomputes them.
-    keep_vi = [vi for vi in graph.value_info if precision.get(vi.name) not in ("fp16",) and not vi.name.endswith("__fp16")]
+    keep_vi = [vi for vi in graph.value_info if r.precision.get(vi.name) != "fp16" and not vi.name.endswith("__fp16")]
     del graph.value_info[:]
     graph.value_info.extend(keep_vi)
-    return model, len(casts)
 
 
 def _apply_checked(model: onnx.ModelProto, decisions: dict[str, NodeDecision]) -> tuple[onnx.ModelProto, int]:

@@ -255,27 +255,34 @@ def quantize_int8(onnx_in, onnx_out, calib: CalibrationSet, *, validate=None, mi
         if k is None or k > len(sensitivity):
             break
         auto = [r["node"] for r in sensitivity[:k]]
+    report = _report(out, placement, op_types, candidates, calib, cache_path, nodes_to_exclude, auto,
+                     sensitivity, min_psnr, attempts)
+    if validate:
+        report["validation"] = result
+        report["budget_met"] = result["min_psnr_vs_fp32"] >= min_psnr
+    return report
+
+
+def _report(out: Path, placement, op_types, candidates, calib, cache_path, nodes_to_exclude, auto, sensitivity,
+            min_psnr, attempts) -> dict:
+    """What quantize_int8 did: the scheme, the Q/DQ counts of the checked output, the exclusions."""
     quantized = onnx.load(str(out))
     onnx.checker.check_model(quantized)
     q_nodes = {n.op_type: 0 for n in quantized.graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear")}
     for n in quantized.graph.node:
         if n.op_type in q_nodes:
             q_nodes[n.op_type] += 1
-    quantized_count = len(_quantized_consumers(quantized, op_types))
-    report = dict(
+    return dict(
         output=str(out), placement=placement,
         scheme=SCHEMES[placement],
-        op_types=list(op_types), weighted_nodes=len(candidates), quantized_nodes=quantized_count,
+        op_types=list(op_types), weighted_nodes=len(candidates),
+        quantized_nodes=len(_quantized_consumers(quantized, op_types)),
         qdq_nodes=q_nodes, calibration=dict(folder=str(calib.folder), images=len(calib), key=calib.key,
                                             cache=str(cache_path)),
         excluded_by_request=list(nodes_to_exclude), excluded_for_accuracy=auto,
         excluded_sensitivity=[r for r in (sensitivity or []) if r["node"] in auto],
         min_psnr_budget=min_psnr, attempts=attempts,
     )
-    if validate:
-        report["validation"] = result
-        report["budget_met"] = result["min_psnr_vs_fp32"] >= min_psnr
-    return report
 
 
 def _quantized_consumers(model: onnx.ModelProto, op_types) -> list[str]:
