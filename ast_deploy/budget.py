@@ -26,6 +26,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from .bench import peak_rss_bytes, reset_peak_rss
+from .fileio import atomic_write
 
 KiB, MiB, GiB = 2 ** 10, 2 ** 20, 2 ** 30
 UNLIMITED = math.inf
@@ -266,7 +267,6 @@ def _read_cache() -> dict:
 
 
 def _write_cache(key: str, cost: Cost) -> None:
-    from .fileio import atomic_write
 
     entries = _read_cache()
     entries[key] = {**asdict(cost), "when": time.strftime("%Y-%m-%d %H:%M:%S")}

@@ -19,6 +19,8 @@ import shutil
 import subprocess
 from importlib import metadata
 
+from .engines.dla import DLAError, check_dla_support, detect_platform
+
 GiB = 1 << 30
 MiB = 1 << 20
 CPU_BUDGET_CAP = 2 * GiB
@@ -148,7 +150,6 @@ def check_gpu(torch_info: dict) -> dict:
 
 
 def check_jetson() -> dict:
-    from .engines.dla import DLAError, check_dla_support, detect_platform
 
     p = detect_platform()
     out = {"ok": p.is_jetson, "model": p.model, "jetpack": p.jetpack, "l4t": p.l4t}

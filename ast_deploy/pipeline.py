@@ -18,8 +18,10 @@ from typing import Callable
 
 from .checks import validate_onnx
 from .checks.report import export_table, write_json
+from .console import Progress
 from .demo import DEMO_NOTICE, demo_weights
 from .metadata import export_metadata
+from .opsets import MAX_OPSET, MIN_OPSET, SUPPORTED_OPSETS
 from .precision.int8 import DEFAULT_PLACEMENT
 from .precision.pipeline import PrecisionNotAvailable, apply_precision, ensure_available
 from .recipes import Recipe, load_recipe
@@ -123,7 +125,6 @@ def build_engine_or_explain(onnx_path: Path, recipe: Recipe, echo: Callable[[str
 
 def check_job(job: ExportJob) -> None:
     """Option problems found before the slow export."""
-    from .opsets import MAX_OPSET, MIN_OPSET, SUPPORTED_OPSETS
 
     if job.calib is not None and job.precision == "fp32":
         raise ConfigError("--calib only goes with --fp16 or --int8")
@@ -199,7 +200,6 @@ def export_task(job: ExportJob, echo: Callable[[str], None] = print) -> ExportOu
 
 
 def _export_and_validate(job, task, recipe, model, weights, shapes, onnx_path: Path, echo):
-    from .console import Progress
     from .export import export_onnx
     from .export.onnx_export import DEFAULT_OPSET
 

@@ -16,10 +16,12 @@ import numpy as np
 from PIL import Image as PILImage
 
 from .backends import backend_kind, open_backend
+from .budget import measure_cost, release_memory, resolve_budget
 from .images import pil_to_array, quantize, to_rgb, to_unit_float
+from .planning import Limits, make_plan, parse_tile, summary_line
 from .protocols import Protocol, Tiles, hw_range, parse_protocol
-from .tiling import ArraySource, PixelSource, run_tiles, run_tiles_to_array
 from .tasks import get_task
+from .tiling import ArraySource, PixelSource, run_tiles, run_tiles_to_array
 
 DEVICES = "cpu, cuda or cuda:N"
 
@@ -89,8 +91,6 @@ class Runner:
         self.protocol = parse_protocol(protocol)
         self.protocol.check(self.backend.size_multiple)
         # --- memory budget and plans (ast_deploy.budget, ast_deploy.planning) ---
-        from .budget import resolve_budget
-        from .planning import parse_tile
 
         budget_device = str(getattr(self.backend, "device", device))  # a TensorRT engine is on a GPU
         if "CUDA" in str(getattr(self.backend, "provider", "")):
@@ -107,13 +107,11 @@ class Runner:
     def cost(self):
         """The backend's measured working set per call (a probe run the first time; cached)."""
         if self._cost is None:
-            from .budget import measure_cost
 
             self._cost = measure_cost(self.backend)
         return self._cost
 
     def limits(self):
-        from .planning import Limits
 
         cost = None if self.budget == float("inf") else self.cost
         return Limits(self.budget, cost, hw_range(self.backend.shape_range), self.backend.max_batch)
@@ -122,7 +120,6 @@ class Runner:
         """The plan of an h x w image: the protocol (default: the runner's) where it fits this
         backend's budget and profile and those of ``others`` (Limits of backends that must run the
         same plan), else tiles that fit them all."""
-        from .planning import make_plan
 
         protocol = self.protocol if protocol is None else parse_protocol(protocol)
         return make_plan(h, w, protocol, [self.limits(), *others], self.backend.size_multiple, self.tile, images)
@@ -142,7 +139,6 @@ class Runner:
     def _run_plan(self, source, plan, pixels_out=None):
         """Run ``plan`` on a planning source; float32 NCHW result, or, with ``pixels_out`` (an
         H x W x 3 integer array), the quantized result written into it band by band."""
-        from .budget import release_memory
 
         if plan.tiled:
             key = (str(plan.protocol), plan.reason)
@@ -163,7 +159,6 @@ class Runner:
 
     def run_nchw(self, x: np.ndarray, protocol: str | Protocol | None = None, plan=None) -> np.ndarray:
         """Float32 [B, 3, H, W] in [0, 1] -> restored float32 [B, 3, H, W] (not clipped)."""
-        from .budget import release_memory
 
         if x.ndim != 4 or x.shape[1] != 3:
             raise ValueError(f"expected a [B, 3, H, W] batch, got shape {x.shape}")
@@ -182,7 +177,6 @@ class Runner:
 
     def tiling_note(self) -> str | None:
         """One line saying how many photos ran as tiles and why (None when none did)."""
-        from .planning import summary_line
 
         return summary_line(self.tiled_photos, self.budget)
 

@@ -21,6 +21,16 @@ from pathlib import Path
 
 import numpy as np
 
+from .images import (
+    Image,
+    encode_png,
+    quantize,
+    read_image,
+    restore_image,
+    to_unit_float,
+    write_png,
+)
+
 RAY_MISSING = 'Ray Data is not installed; install it with: pip install -e ".[ray]"'
 # CPUs a decoding task asks for. Ray Data fuses a task map into the next actor map when both ask the
 # same resources; an actor then decodes its own inputs and a GPU waits for the decoder, so actors never
@@ -183,7 +193,6 @@ def _pyarrow_fs(uri: str):
 def write_output(dst: str, pixels: np.ndarray, bit_depth: int) -> None:
     """Write a restored image as the single-machine path does: a PNG of the source's bit depth, written
     to a temporary name and renamed (on a pyarrow filesystem: moved) over ``dst``."""
-    from .images import encode_png, write_png
 
     if not is_uri(dst):
         write_png(dst, pixels, bit_depth)
@@ -213,7 +222,6 @@ def _exists(dst: str) -> bool:
 def _read_row(row: dict) -> dict:
     """A Ray task: decode one path with the project's reader; a file that cannot be read becomes a row
     with its error and no pixels (reported and skipped, as on one machine)."""
-    from .images import quantize, read_image, to_unit_float
 
     try:
         image = read_image(row["path"])
@@ -233,7 +241,6 @@ class _FileRestorer:
         self.side_by_side = side_by_side
 
     def __call__(self, row: dict) -> dict:
-        from .images import Image, restore_image, to_unit_float
 
         result = {"src": row["src"], "dst": row["dst"], "error": row["error"]}
         if not row["error"]:

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import metadata as meta
+from ..fileio import describe_file
 from ..ort_session import open_session
 from ..shapes import ShapeRange
 from .base import Backend, BackendError
@@ -151,7 +152,6 @@ def describe_onnx_failure(path, error: Exception) -> str:
     if size == 0:
         return "the file is empty (0 bytes)"
     if name == "InvalidProtobuf" or "Protobuf parsing failed" in first:
-        from ..fileio import describe_file
 
         looks = describe_file(head)
         return (f"the file is truncated or corrupt: it does not parse as an ONNX protobuf ({size} bytes"

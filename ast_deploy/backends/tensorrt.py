@@ -27,10 +27,11 @@ from pathlib import Path
 
 import numpy as np
 
+from ..budget import Cost
 from ..engines.cache import read_sidecar
-from ..shapes import ShapeProfile, format_shape
 from ..engines.target import Target, current_target, import_tensorrt
 from ..metadata import DEFAULT_SIZE_MULTIPLE
+from ..shapes import ShapeProfile, format_shape
 from .base import Backend, BackendError, ShapeError
 
 
@@ -168,7 +169,6 @@ class TensorRTBackend(Backend):
         """The engine's working set: its execution context's device memory is allocated once, at
         load, for the profile's largest shape (so it is already out of the free memory the budget
         is taken from); each call adds its input and output buffers and their float32 host copies."""
-        from ..budget import Cost
 
         per_pixel = 3 * (self._in_dtype.itemsize + self._out_dtype.itemsize + 4 + 4)
         context = getattr(self.engine, "device_memory_size_v2", None) or getattr(self.engine, "device_memory_size", 0)

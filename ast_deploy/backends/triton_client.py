@@ -21,6 +21,7 @@ from urllib.parse import urlsplit
 
 import numpy as np
 
+from ..metadata import config_parameters
 from .base import Backend, BackendError, ShapeError
 
 SCHEMES = {"http": "http", "https": "http", "grpc": "grpc"}
@@ -86,7 +87,6 @@ class TritonClientBackend(Backend):
             from google.protobuf import json_format
 
             config = json_format.MessageToDict(config.config, preserving_proto_field_name=True)
-        from ..metadata import config_parameters
 
         params = config_parameters(config)
         if "core_model" not in params:

@@ -11,6 +11,7 @@ import numpy as np
 from ..bench import benchmark, format_table
 from ..budget import current_rss, format_size, release_memory
 from ..checks.synthetic import synthetic_image
+from ..console import Progress
 from ..fileio import atomic_write
 from ..shapes import parse_sizes
 from .common import UsageError, add_model_options, add_version, open_runner, tool_main
@@ -42,7 +43,6 @@ def main(argv=None) -> int:
         sizes = parse_sizes(args.sizes, min_side=16)
     except ValueError as e:
         p.error(f"--sizes: {e}")
-    from ..console import Progress
 
     rows, notes = [], set()
     bar = Progress(total=len(args.sources) * len(sizes), desc="benchmarking", unit="run", quiet=args.quiet)

@@ -8,11 +8,11 @@ import sys
 
 from ..engines import PluginError, ProfileError, TensorRTNotInstalled, build_engine
 from ..engines.plugins import PLUGIN_MODES
+from ..engines.target import parse_device
 from .common import add_version, tool_main
 
 
 def _device(text: str) -> str:
-    from ..engines.target import parse_device
 
     try:
         parse_device(text)

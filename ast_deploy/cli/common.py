@@ -15,7 +15,10 @@ from pathlib import Path
 
 from ..backends import BackendError, backend_kind
 from ..backends.triton_client import is_server_url
+from ..budget import parse_size as parse_memory_size
+from ..console import Note
 from ..engines.target import TensorRTNotInstalled
+from ..planning import parse_tile
 from ..runner import Runner, check_device
 from ..shapes import parse_size
 
@@ -56,7 +59,6 @@ def add_version(p: argparse.ArgumentParser) -> None:
 
 def _show_warning(prog):
     def show(message, category, filename, lineno, file=None, line=None):
-        from ..console import Note
 
         kind = "note" if issubclass(category, Note) else "warning"
         print(f"{prog}: {kind}: {message}", file=sys.stderr, flush=True)
@@ -70,7 +72,6 @@ def quiet_libraries() -> None:
     warnings stay, one line each (see ``tool_main``)."""
     warnings.simplefilter("ignore")
     warnings.filterwarnings("default", module=r"ast_deploy(\.|$)")
-    from ..console import Note
 
     warnings.filterwarnings("default", category=Note)
 
@@ -167,17 +168,14 @@ def add_model_options(p: argparse.ArgumentParser, protocol_help: str = "") -> No
 
 
 def _memory_size(text: str):
-    from ..budget import parse_size
-
     try:
-        parse_size(text)
+        parse_memory_size(text)
     except ValueError as e:
         raise argparse.ArgumentTypeError(str(e)) from None
     return text
 
 
 def _tile_spec(text: str):
-    from ..planning import parse_tile
 
     try:
         return parse_tile(text)

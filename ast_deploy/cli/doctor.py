@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 
+from ..doctor import collect, format_table
 from .common import add_version, tool_main
 
 
@@ -25,7 +26,6 @@ parser = build_parser  # the name the other tools use
 @tool_main("ast-doctor")
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    from ..doctor import collect, format_table
 
     try:
         report = collect()

@@ -6,9 +6,17 @@ import argparse
 import sys
 from pathlib import Path
 
+from ..console import Progress, TileProgress
 from ..images import READABLE_SUFFIXES, restore_file
 from ..outputs import OutputError, plan_outputs
-from .common import UsageError, add_model_options, add_version, expand_inputs, open_runner, tool_main
+from .common import (
+    UsageError,
+    add_model_options,
+    add_version,
+    expand_inputs,
+    open_runner,
+    tool_main,
+)
 
 __all__ = ["main", "parser", "plan_outputs", "summarize"]  # plan_outputs lives in ast_deploy.outputs
 
@@ -47,7 +55,6 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     if (args.workers is not None or args.gpus_per_worker) and not args.ray:
         p.error("--workers and --gpus-per-worker need --ray")
-    from ..console import Progress
 
     inputs, failures = expand_inputs(args.inputs, READABLE_SUFFIXES)
     try:  # where the outputs go is checked before the model is loaded (ast_deploy.outputs)
@@ -57,7 +64,6 @@ def main(argv=None) -> int:
             return run_cli(args, inputs, failures)
         outdir = Path(args.out)
         jobs, skipped, clashes = plan_outputs(inputs, outdir, args.force)
-        from ..console import TileProgress
 
         args.tile_progress = TileProgress("tiles", quiet=args.quiet)
         runner = open_runner(args.engine or args.onnx or args.weights or args.server, args)

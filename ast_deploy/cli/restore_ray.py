@@ -10,8 +10,19 @@ import warnings
 from pathlib import Path
 
 from ..outputs import plan_outputs
-from ..scale import (ClusterError, RayNotInstalled, _cause, _exists, _first_line, _pyarrow_fs, cluster, import_ray,
-                     is_uri, restore_files)
+from ..runner import Runner
+from ..scale import (
+    ClusterError,
+    RayNotInstalled,
+    _cause,
+    _exists,
+    _first_line,
+    _pyarrow_fs,
+    cluster,
+    import_ray,
+    is_uri,
+    restore_files,
+)
 from .common import UsageError, load_config
 from .restore import summarize
 
@@ -54,7 +65,6 @@ def run_cli(args, inputs, failures) -> int:
         print(f"{prog}: error: {e}", file=sys.stderr)
         return 2
     if runner_kwargs["max_memory"] is not None:
-        from ..runner import Runner
 
         if "max_memory" not in inspect.signature(Runner).parameters:
             warnings.warn("--max-memory is ignored: this version's Runner has no memory budget", stacklevel=1)

@@ -14,6 +14,10 @@ import argparse
 import signal
 import sys
 
+from ..serving.config import ConfigError
+from ..serving.env import ServerEnvError, ensure_server_env
+from ..serving.repository import RepositoryError, write_repository
+from ..serving.server import ServerError, TritonServer
 from .common import add_version, tool_main
 
 
@@ -70,9 +74,6 @@ def parser() -> argparse.ArgumentParser:
 
 
 def cmd_repo(args) -> int:
-    from ..protocols import parse_protocol  # noqa: F401  (bad --protocol is a ValueError below)
-    from ..serving.config import ConfigError
-    from ..serving.repository import RepositoryError, write_repository
 
     try:
         front = write_repository(args.model, args.out, name=args.name, backend=args.backend, max_batch=args.max_batch,
@@ -92,8 +93,6 @@ class _Stop(Exception):
 
 
 def cmd_triton(args) -> int:
-    from ..serving.env import ServerEnvError
-    from ..serving.server import ServerError, TritonServer
 
     def on_signal(signum, _frame):
         raise _Stop(signum)
@@ -133,7 +132,6 @@ def cmd_triton(args) -> int:
 
 
 def cmd_env(args) -> int:
-    from ..serving.env import ServerEnvError, ensure_server_env
 
     try:
         env = ensure_server_env(args.env, rebuild=args.rebuild)

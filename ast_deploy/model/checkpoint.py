@@ -11,6 +11,7 @@ from collections.abc import Mapping
 import torch
 import torch.nn as nn
 
+from ..fileio import describe_file
 from .ast import AST
 from .configs import ARCHITECTURES, RELEASED
 
@@ -65,7 +66,6 @@ def _refuse_foreign_file(path: str) -> str | None:
     """A CheckpointError saying what the file is when its first bytes show it is no PyTorch file (an
     HTML page saved as .pth, an image, an archive): PyTorch writes a zip archive holding
     ``<name>/data.pkl``, or (before 1.6) a pickle."""
-    from ..fileio import describe_file
 
     with open(path, "rb") as f:
         head = f.read(512)

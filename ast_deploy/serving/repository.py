@@ -19,6 +19,9 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from ..engines.cache import read_sidecar
+from ..protocols import parse_protocol
+from ..tasks import get_task
 from .config import BACKENDS, CoreSpec, core_config, front_config, validate_config
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
@@ -74,7 +77,6 @@ def _onnx_spec(path: Path, size_multiple: int | None):
 
 
 def _plan_spec(path: Path, size_multiple: int | None):
-    from ..engines.cache import read_sidecar
 
     sidecar = read_sidecar(path)
     if not sidecar:
@@ -138,8 +140,6 @@ def write_repository(model, out, *, name: str | None = None, backend: str | None
                      size_multiple: int | None = None, kind: str | None = None, force: bool = False) -> Path:
     """Write (or with ``force`` replace) ``NAME`` and ``NAME_core`` in the repository ``out``; returns
     the front model's folder."""
-    from ..protocols import parse_protocol
-    from ..tasks import get_task
 
     model, out = Path(model), Path(out)
     if not model.is_file():

@@ -26,6 +26,8 @@ import urllib.request
 import uuid
 from pathlib import Path
 
+from .env import ensure_server_env
+
 SHM_DIR = Path("/dev/shm")
 SHM_PREFIX = "ast_serve_"
 EXIT_TIMEOUT_S = 30
@@ -78,7 +80,6 @@ class TritonServer:
             return binary, [], dict(os.environ)
         if self.server == "auto" and on_path:
             return Path(on_path), [], dict(os.environ)
-        from .env import ensure_server_env
 
         env = ensure_server_env(self.env_root, log=self.say)
         return env.tritonserver, [f"--backend-directory={env.backends}"], env.environ()
