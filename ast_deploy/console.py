@@ -13,6 +13,7 @@ converted without a colour profile); the command-line tools print each as one
 from __future__ import annotations
 
 import sys
+import time
 import warnings
 
 
@@ -35,9 +36,12 @@ class Progress:
     """``with Progress(total=n, desc="restoring") as bar: ... bar.update(status=name)``."""
 
     def __init__(self, total: int | None = None, desc: str = "", unit: str = "item", quiet: bool = False,
-                 stream=None):
+                 stream=None, lines: int | None = None):
         self.stream = stream if stream is not None else sys.stderr
-        self.total, self.desc, self.n = total, desc, 0
+        self.total, self.desc, self.n, self.unit = total, desc, 0, unit
+        # lines: in a log, about that many lines in all (every total/lines items, or every 30 s
+        # without a total), each with the rate and the time left; None: a line per update
+        self.lines, self._logged, self._start, self._n0 = lines, 0, time.monotonic(), 0
         self.mode = "none" if quiet else "bar" if _is_terminal(self.stream) else "lines"
         self._bar = None
         if self.mode == "bar":
@@ -51,9 +55,44 @@ class Progress:
             if status:
                 self._bar.set_postfix_str(status, refresh=False)
             self._bar.update(n)
-        elif self.mode == "lines":
+        elif self.mode == "lines" and self._due():
             count = f"{self.n}/{self.total}" if self.total else str(self.n)
-            print(f"{self.desc}: {count}" + (f" {status}" if status else ""), file=self.stream, flush=True)
+            print(f"{self.desc}: {count}" + self._rate() + (f" {status}" if status else ""), file=self.stream,
+                  flush=True)
+
+    def _due(self) -> bool:
+        if self.lines is None:
+            return True
+        if self.total:
+            step = max(1, self.total // self.lines)
+            due = self.n >= self.total or self.n // step > self._logged // step
+        else:
+            due = time.monotonic() - self._start >= 30 * (self._logged + 1)
+        if due:
+            self._logged = self.n if self.total else self._logged + 1
+        return due
+
+    def _rate(self) -> str:
+        """', 3.1 frame/s, 1m56s left' (thinned logs only)."""
+        elapsed = time.monotonic() - self._start
+        if self.lines is None or elapsed <= 0 or not self.n:
+            return ""
+        rate = (self.n - self._n0) / elapsed
+        if rate <= 0:
+            return ""
+        text = f" {self.unit}(s), {rate:.3g} {self.unit}/s"
+        if self.total and self.n < self.total:
+            left = int((self.total - self.n) / rate)
+            text += f", {left // 60}m{left % 60:02d}s left"
+        return text
+
+    def restart_clock(self) -> None:
+        """Rates count from now and from the current count (work skipped, e.g. frames --resume kept)."""
+        self._start, self._n0, self._logged = time.monotonic(), self.n, self.n
+        if self._bar is not None:
+            self._bar.reset(total=self.total)
+            self._bar.initial = self._bar.n = self.n
+            self._bar.refresh()
 
     def describe(self, desc: str) -> None:
         """A new description (a stage's name); shown on the bar at once, on the next line in a log."""

@@ -9,6 +9,8 @@ from pathlib import Path
 from ..console import Progress, TileProgress
 from ..images import READABLE_SUFFIXES, restore_file
 from ..outputs import OutputError, plan_outputs
+from ..video.probe import VIDEO_SUFFIXES
+from .restore_video import add_video_options, plan_clips, restore_clips, split_inputs
 from .common import (
     UsageError,
     add_model_options,
@@ -22,10 +24,13 @@ __all__ = ["main", "parser", "plan_outputs", "summarize"]  # plan_outputs lives 
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="ast-restore", description="Restore images (files, folders, globs) with AST; "
-                                "results are written as PNG, same bit depth as the source.")
-    p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders of images, or glob patterns")
-    p.add_argument("-o", "--out", required=True, metavar="OUTDIR", help="folder for the restored images")
+    p = argparse.ArgumentParser(prog="ast-restore", description="Restore images and clips (files, folders, globs) with "
+                                "AST; images are written as PNG, same bit depth as the source, clips as the same "
+                                "container with the same timing, colour tags and other streams.")
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="image and video files, folders of them, or glob "
+                   "patterns")
+    p.add_argument("-o", "--out", required=True, metavar="OUTDIR", help="folder for the restored images and clips "
+                   "(or a video file name for one clip: -o restored.mkv)")
     source = p.add_mutually_exclusive_group(required=True)
     source.add_argument("--engine", help="TensorRT engine (.plan / .engine)")
     source.add_argument("--onnx", help="ONNX model")
@@ -38,6 +43,7 @@ def parser() -> argparse.ArgumentParser:
                    help="overwrite existing outputs (default: skip them; an input is never overwritten), and run "
                         "an ONNX exported for another --task")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress (failures and the summary are printed)")
+    add_video_options(p)
     add_version(p)
     # Ray Data (ast_deploy.scale): on a multi-node cluster OUT must be shared storage or a pyarrow URI.
     ray = p.add_argument_group("scale out with Ray (pip install -e \".[ray]\")")
@@ -56,21 +62,31 @@ def main(argv=None) -> int:
     if (args.workers is not None or args.gpus_per_worker) and not args.ray:
         p.error("--workers and --gpus-per-worker need --ray")
 
-    inputs, failures = expand_inputs(args.inputs, READABLE_SUFFIXES)
+    inputs, failures = expand_inputs(args.inputs, READABLE_SUFFIXES | VIDEO_SUFFIXES)
+    photos, clips = split_inputs(inputs)
     try:  # where the outputs go is checked before the model is loaded (ast_deploy.outputs)
         if args.ray:
+            if clips:
+                raise UsageError(f"--ray restores images only; restore clips ({clips[0]}, ...) without --ray")
             from .restore_ray import run_cli
 
             return run_cli(args, inputs, failures)
         outdir = Path(args.out)
-        jobs, skipped, clashes = plan_outputs(inputs, outdir, args.force)
+        clip_jobs, clip_skipped, clip_clashes = plan_clips(clips, args.out, inputs, args.force)
+        jobs, skipped, clashes = plan_outputs(photos, outdir, args.force) if photos or not clips else ([], [], [])
 
         args.tile_progress = TileProgress("tiles", quiet=args.quiet)
         runner = open_runner(args.engine or args.onnx or args.weights or args.server, args)
     except (UsageError, OutputError) as e:
         print(f"ast-restore: error: {e}", file=sys.stderr)
         return 2
-    failures += clashes
+    failures += clashes + clip_clashes
+    clips_done, clip_failures = restore_clips(clip_jobs, runner, args) if clip_jobs else (0, [])
+    failures += clip_failures
+    if clips and not photos:
+        if runner.tiling_note():
+            print(f"ast-restore: {runner.tiling_note()}", file=sys.stderr)
+        return summarize(clips_done, clip_skipped, failures, outdir, "clip")
     done = 0
     with Progress(total=len(jobs), desc="restoring", unit="image", quiet=args.quiet) as bar:
         for src, dst in jobs:
@@ -84,12 +100,14 @@ def main(argv=None) -> int:
             bar.update(status=Path(src).name)
     if runner.tiling_note():
         print(f"ast-restore: {runner.tiling_note()}", file=sys.stderr)
+    if clips:
+        print(f"restored {clips_done} clip(s)" + (f", skipped {len(clip_skipped)} that exist" if clip_skipped else ""))
     return summarize(done, skipped, failures, outdir)
 
 
-def summarize(done: int, skipped: list, failures: list[str], outdir) -> int:
+def summarize(done: int, skipped: list, failures: list[str], outdir, kind: str = "image") -> int:
     """Print the closing summary; the exit code (1 when an input failed)."""
-    print(f"restored {done} image(s) into {outdir}"
+    print(f"restored {done} {kind}(s) into {outdir}"
           + (f", skipped {len(skipped)} that exist (--force overwrites)" if skipped else "")
           + (f", {len(failures)} failed:" if failures else ""), file=sys.stderr if failures else sys.stdout)
     for failure in failures:
