@@ -101,7 +101,7 @@ class SegmentWriter:
         self.container = av.open(str(path), "w", format="nut")
         stream = self.container.add_stream(settings.codec, rate=info.rate or Fraction(25))
         stream.width, stream.height, stream.pix_fmt = info.width, info.height, settings.pix_fmt
-        stream.time_base = info.time_base
+        stream.time_base = self.time_base = info.time_base
         ctx = stream.codec_context
         ctx.time_base = info.time_base
         ctx.color_range, ctx.colorspace = info.color_range, info.colorspace
@@ -115,7 +115,7 @@ class SegmentWriter:
 
     def add(self, rgb, pts: int, duration: int | None) -> None:
         frame = rgb_to_frame(rgb, self.settings.pix_fmt, self.spec)
-        frame.pts, frame.time_base = pts, self.stream.time_base
+        frame.pts, frame.time_base = pts, self.time_base  # the muxer may change the stream's time base
         frame.color_range, frame.colorspace = self.stream.codec_context.color_range, self.stream.codec_context.colorspace
         if duration:
             frame.duration = duration

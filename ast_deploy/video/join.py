@@ -59,6 +59,11 @@ def _when(packet) -> Fraction:
 def _add_video_stream(out, template, info: ClipInfo):
     stream = out.add_stream_from_template(template)
     stream.time_base = info.time_base
+    if info.rate:
+        stream.codec_context.framerate = info.rate  # Matroska's default duration, MP4's rate
+    ctx = stream.codec_context  # codecs that keep no colour tags in their bitstream (FFV1) need them here
+    ctx.color_range, ctx.colorspace = info.color_range, info.colorspace
+    ctx.color_primaries, ctx.color_trc = info.color_primaries, info.color_trc
     if info.sample_aspect_ratio:
         stream.sample_aspect_ratio = info.sample_aspect_ratio
     if info.display_matrix:
