@@ -108,7 +108,7 @@ def restore_clips(jobs, runner, args) -> tuple[int, list[str]]:
                                 + ", ".join(f"{t:.3f}s" for t in result.lost[:10] if t is not None)
                                 + (" ..." if len(result.lost) > 10 else ""))
             if result.stopped:
-                failures.append(f"{src}: {result.stopped} (the file may be truncated); the output holds those frames")
+                failures.append(f"{src}: {result.stopped} (truncated?); the output holds the frames read")
             continue
         print(f"ast-restore: failed: {failures[-1]}", file=sys.stderr)
     return done, failures

@@ -3,10 +3,13 @@ does not decode becomes a lost frame (reported by time, replaced later), never a
 
 from __future__ import annotations
 
+import bisect
 from dataclasses import dataclass, field
 
 from .colour import ColourSpec, frame_to_rgb
 from .stages import END, Item, Pipe
+
+REORDER = 4  # frames held to put a lost frame (known by its packet's time) in presentation order
 
 
 @dataclass
@@ -21,14 +24,14 @@ def seconds(pts, time_base) -> float | None:
 
 
 def read_frames(info, spec: ColourSpec, start: int, pipe: Pipe, outbox, report: ReadReport) -> None:
-    """Put frames ``start``... of ``info``'s clip into ``outbox`` (frames before ``start`` are
-    decoded, since later ones depend on them, but not converted), then END."""
+    """Put frames ``start``... of ``info``'s clip into ``outbox``, then END (earlier frames are
+    decoded, since later ones depend on them, but not converted)."""
     import av
 
+    order = _Order(pipe, outbox, spec, start, report, info.time_base)
     with av.open(str(info.path)) as container:
         stream = container.streams.video[0]
         packets = container.demux(stream)
-        index, last_pts, held = 0, None, _Held(pipe, outbox)
         while not pipe.stop.is_set():
             try:
                 with pipe.timed("decode"):
@@ -36,7 +39,7 @@ def read_frames(info, spec: ColourSpec, start: int, pipe: Pipe, outbox, report: 
             except StopIteration:
                 break
             except av.error.FFmpegError as e:
-                report.stopped = f"reading stopped after {index} frame(s): {e}"
+                report.stopped = f"reading stopped after {order.count + len(order.held)} frame(s): {e}"
                 break
             try:
                 with pipe.timed("decode"):
@@ -44,47 +47,74 @@ def read_frames(info, spec: ColourSpec, start: int, pipe: Pipe, outbox, report: 
             except av.error.FFmpegError:
                 frames = [None]  # the packet's frame is lost
             for frame in frames:
-                if index >= start:
-                    item = _item(frame, packet, index, last_pts, spec, pipe, report, info.time_base)
-                    if not held.put(item):
-                        return
-                    last_pts = item.pts
-                index += 1
-        report.frames = index
+                if not order.put(frame, packet):
+                    return
         end = None if stream.duration is None else (stream.start_time or 0) + stream.duration
-    if held.put(None, end):
-        pipe.put(outbox, END)
+        announced = container.duration / 1e6 if container.duration else None  # microseconds
+    if not order.finish(end):
+        return
+    if report.stopped is None:
+        report.stopped = _shortfall(info, order, announced)
+    pipe.put(outbox, END)
 
 
-class _Held:
-    """Holds each frame back until the next one comes, so its duration is the gap to the next
-    timestamp (decoders report B-frame streams' packet durations, which are in decoding order);
-    the last frame lasts until the stream's end, else as long as the one before."""
-
-    def __init__(self, pipe: Pipe, outbox):
-        self.pipe, self.outbox, self.item, self.gap = pipe, outbox, None, None
-
-    def put(self, item, end=None) -> bool:
-        held, self.item = self.item, item
-        if held is None:
-            return True
-        nxt = item.pts if item is not None else end
-        if nxt is not None and held.pts is not None and nxt > held.pts:
-            held.duration = self.gap = nxt - held.pts
-        elif item is None and self.gap:
-            held.duration = self.gap
-        return self.pipe.put(self.outbox, held)
+def _shortfall(info, order, announced) -> str | None:
+    """Why a clip that ended cleanly looks cut short (fewer frames, or less time, than its header
+    announces), else None."""
+    if info.frames and order.count < info.frames:
+        return f"the file ends after {order.count} of the {info.frames} frames it announces"
+    last = seconds(order.last_end, info.time_base)
+    period = 1 / float(info.rate) if info.rate else 0.1
+    if announced and last is not None and last < announced - 1.5 * period:
+        return f"the file ends after {order.count} frame(s), at {last:.3f}s of the {announced:.3f}s it announces"
+    return None
 
 
-def _item(frame, packet, index, last_pts, spec, pipe, report, time_base) -> Item:
-    if frame is None or frame.is_corrupt:
+class _Order:
+    """Frames in presentation order, numbered, each lasting until the next one's timestamp (the
+    packet durations decoders report for B-frame streams are in decoding order); the last one
+    lasts until the stream's end, else as long as the one before."""
+
+    def __init__(self, pipe: Pipe, outbox, spec, start: int, report: ReadReport, time_base):
+        self.pipe, self.outbox, self.spec, self.start, self.report, self.time_base = \
+            pipe, outbox, spec, start, report, time_base
+        self.held: list = []  # (pts, sequence, frame or None, fallback duration)
+        self.count, self.sequence, self.last_pts, self.gap, self.last_end = 0, 0, None, None, None
+
+    def put(self, frame, packet) -> bool:
+        lost = frame is None or frame.is_corrupt
         pts = packet.pts if frame is None else frame.pts
-        report.lost.append(seconds(pts, time_base))
-        return Item(index, pts, packet.duration or None, None)
-    pts = frame.pts if frame.pts is not None else (last_pts or 0) + (frame.duration or 1)
-    with pipe.timed("decode"):
-        rgb = frame_to_rgb(frame, spec)
-    return Item(index, pts, frame.duration or None, rgb)
+        if pts is None:
+            pts = (self.last_pts or 0) + (self.gap or 1)
+        self.last_pts = pts
+        bisect.insort(self.held, (pts, self.sequence, None if lost else frame, packet.duration or None))
+        self.sequence += 1
+        return len(self.held) <= REORDER or self._emit(self.held[1][0] if len(self.held) > 1 else None)
+
+    def finish(self, end) -> bool:
+        while self.held:
+            if not self._emit(self.held[1][0] if len(self.held) > 1 else end):
+                return False
+        self.report.frames = self.count
+        return True
+
+    def _emit(self, next_pts) -> bool:
+        pts, _, frame, duration = self.held.pop(0)
+        if next_pts is not None and next_pts > pts:
+            duration = self.gap = next_pts - pts
+        elif self.gap:
+            duration = self.gap
+        index, self.count = self.count, self.count + 1
+        self.last_end = pts + (duration or 0)
+        if frame is None:
+            self.report.lost.append(seconds(pts, self.time_base))
+        if index < self.start:
+            return True
+        rgb = None
+        if frame is not None:
+            with self.pipe.timed("decode"):
+                rgb = frame_to_rgb(frame, self.spec)
+        return self.pipe.put(self.outbox, Item(index, pts, duration, rgb))
 
 
 __all__ = ["END", "ReadReport", "read_frames", "seconds"]
