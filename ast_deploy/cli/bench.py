@@ -20,7 +20,7 @@ from .common import UsageError, add_model_options, add_version, open_runner, too
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="ast-bench", description="Benchmark AST sources (checkpoints, ONNX models, "
                                 "TensorRT engines) through the Runner, protocol included, after warm-up.")
-    p.add_argument("sources", nargs="+", metavar="SOURCE")
+    p.add_argument("sources", nargs="*", metavar="SOURCE")
     add_model_options(p)
     p.add_argument("--sizes", default="256x256", metavar="HxW,...", help="image sizes (default 256x256)")
     p.add_argument("--batch", type=int, default=1, help="images per call (default 1)")
@@ -28,6 +28,11 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--warmup", type=int, default=2, help="untimed calls first (default 2)")
     p.add_argument("--json", metavar="PATH", help="write the results as JSON")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress lines, only the table")
+    video = p.add_argument_group("a restored clip's quality instead of speed (pip install -e \".[video]\")")
+    video.add_argument("--video", metavar="RESTORED", help="flicker of a restored clip (mean absolute difference "
+                       "of consecutive frames on static regions of --reference), PSNR / SSIM against --reference")
+    video.add_argument("--reference", metavar="CLEAN", help="the clean clip (same frames)")
+    video.add_argument("--original", metavar="INPUT", help="the clip that was restored, scored alike")
     add_version(p)
     return p
 
@@ -36,6 +41,10 @@ def parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     p = parser()
     args = p.parse_args(argv)
+    if args.video:
+        return video_main(args)
+    if not args.sources:
+        p.error("give SOURCE models to time, or --video RESTORED")
     if args.batch < 1 or args.runs < 1 or args.warmup < 0:
         p.error("--batch and --runs must be >= 1, --warmup >= 0")
 
@@ -72,6 +81,27 @@ def main(argv=None) -> int:
         print(f"ast-bench: {note}", file=sys.stderr)
     if args.json:
         atomic_write(args.json, json.dumps(rows, indent=2) + "\n")
+    return 0
+
+
+def video_main(args) -> int:
+    """ast-bench --video: flicker, PSNR and SSIM of a restored clip, as a table (and JSON)."""
+    from ..video import VideoError
+    from ..video.quality import video_quality
+
+    try:
+        result = video_quality(args.video, args.reference, args.original)
+    except VideoError as e:
+        print(f"ast-bench: error: {e}", file=sys.stderr)
+        return 2
+    print(f"{'clip':<10} {'frames':>6} {'flicker x255':>12} {'PSNR dB':>8} {'SSIM':>6}  path")
+    for name, path in (("restored", args.video), ("reference", args.reference), ("original", args.original)):
+        if path:
+            psnr_db, ssim = result.get(f"psnr_{name}"), result.get(f"ssim_{name}")
+            print(f"{name:<10} {result['frames']:>6} {result[f'flicker_{name}'] * 255:>12.3f} "
+                  f"{'-' if psnr_db is None else f'{psnr_db:.2f}':>8} {'-' if ssim is None else f'{ssim:.4f}':>6}  {path}")
+    if args.json:
+        atomic_write(args.json, json.dumps(result, indent=2) + "\n")
     return 0
 
 
