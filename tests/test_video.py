@@ -253,3 +253,47 @@ def test_resume_without_a_work_folder_starts_over(folder, model, capsys):
     assert _restore(src, "-o", out / "again.mkv", "--onnx", model, "--gop", "4", "--resume") == 0
     assert "--resume: starting from the beginning" in capsys.readouterr().err
     assert not work_folder(out / "again.mkv").exists()
+
+
+def test_a_container_that_cannot_hold_the_codec_fails_before_any_frame(folder, model, clip_444, capsys):
+    out = folder / "out_webm"
+    assert _restore(clip_444, "-o", out / "x.webm", "--onnx", model, "--codec", "libx264") == 1
+    assert "a .webm file cannot hold h264 video (libx264)" in capsys.readouterr().err
+    assert not out.exists() or not any(out.iterdir())  # no work folder, no probe file
+
+
+def _write_rgb_clip(path: Path, frames) -> Path:
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("ffv1", rate=10)
+        stream.width, stream.height, stream.pix_fmt = frames[0].shape[1], frames[0].shape[0], "yuv444p"
+        stream.codec_context.colorspace, stream.codec_context.color_range = 1, 2  # BT.709, full range
+        for i, rgb in enumerate(frames):
+            frame = av.VideoFrame.from_ndarray(rgb, format="rgb24").reformat(
+                format="yuv444p", dst_colorspace="itu709", src_color_range=2, dst_color_range=2)
+            frame.pts = i
+            out.mux(stream.encode(frame))
+        out.mux(stream.encode(None))
+    return path
+
+
+def test_bench_video_flicker_and_psnr_against_closed_forms(folder, capsys):
+    """A still grey reference; a 'restored' clip whose left half alternates between two greys 16
+    levels apart: flicker 8/255 on average over the frame (half of it changes by 16), the
+    reference's 0; PSNR from the mean squared error of that half."""
+    import json
+
+    from ast_deploy.cli import bench
+
+    grey = np.full((32, 48, 3), 128, np.uint8)
+    flicker = [grey.copy() for _ in range(6)]
+    for i in range(1, 6, 2):
+        flicker[i][:, :24] = 144
+    ref = _write_rgb_clip(folder / "grey.mkv", [grey] * 6)
+    test = _write_rgb_clip(folder / "flicker.mkv", flicker)
+    report = folder / "quality.json"
+    assert bench.main(["--video", str(test), "--reference", str(ref), "--json", str(report)]) == 0
+    result = json.loads(report.read_text())
+    assert abs(result["flicker_restored"] * 255 - 8) < 0.2 and result["flicker_reference"] * 255 < 0.2
+    mse = 3 / 6 * 0.5 * (16 / 255) ** 2  # three frames of six, half of each, 16 levels off
+    assert abs(result["psnr_restored"] - 10 * np.log10(1 / mse)) < 0.2
+    assert "flicker x255" in capsys.readouterr().out

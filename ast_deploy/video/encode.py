@@ -91,6 +91,33 @@ def choose_encoder(info, out_suffix: str, codec: str | None = None, crf: int | N
                            gop or default_gop(info.rate), options)
 
 
+def check_container(dst: Path, settings: EncoderSettings, copied) -> None:
+    """An EncoderError now, before any frame is restored, when ``dst``'s container cannot hold the
+    encoder's codec or one of the streams copied from the input (``copied``: (index, type, codec))."""
+    import os
+
+    import av
+
+    probe = dst.parent / f".{dst.stem}.check-{os.getpid()}{dst.suffix}"  # opened, never written
+    try:
+        container = av.open(str(probe), "w")
+    except (av.error.FFmpegError, ValueError) as e:
+        raise EncoderError(f"{dst}: FFmpeg writes no container for the suffix {dst.suffix!r} ({e})") from None
+    try:
+        supported = container.supported_codecs
+    finally:
+        container.close()
+        probe.unlink(missing_ok=True)
+    codec = _encoder(settings.codec).canonical_name
+    if codec not in supported:
+        raise EncoderError(f"{dst}: a {dst.suffix} file cannot hold {codec} video ({settings.codec}); "
+                           "choose another --codec or an output such as .mkv")
+    for index, kind, name in copied:
+        if name not in supported:
+            raise EncoderError(f"{dst}: a {dst.suffix} file cannot hold the input's {kind} stream {index} "
+                               f"({name}), which is copied as it is; write .mkv instead")
+
+
 class SegmentWriter:
     """Encodes frames into one NUT file: ``add(rgb, pts, duration)`` then ``close()``."""
 

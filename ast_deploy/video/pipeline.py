@@ -11,7 +11,7 @@ from pathlib import Path
 from ..console import Progress
 from .colour import colour_spec, planar_layout
 from .decode import ReadReport, read_frames
-from .encode import EncoderSettings, choose_encoder
+from .encode import EncoderSettings, check_container, choose_encoder
 from .join import join
 from .probe import VideoError, probe
 from .segments import WorkFolder
@@ -72,6 +72,8 @@ def restore_clip(src, dst, runner, options: VideoOptions) -> ClipResult:
     src, dst = Path(src), Path(dst)
     info = probe(src)
     settings = choose_encoder(info, dst.suffix, options.codec, options.crf, options.preset, options.gop)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    check_container(dst, settings, info.copied)
     spec = colour_spec(info.colorspace, info.color_range, info.height, planar_layout(av.VideoFormat(info.pix_fmt)))
     work = WorkFolder(dst, _job_key(info, settings, options))
     plan = runner.plan_for(info.height, info.width)
@@ -88,6 +90,11 @@ def restore_clip(src, dst, runner, options: VideoOptions) -> ClipResult:
         try:
             infer_stage(runner, plan, batch, pipe, decoded, restored, bar)
             threads[1].join()
+        except BaseException as e:
+            if not isinstance(e, Exception):  # Ctrl-C, SIGTERM: say what --resume would keep
+                bar.write(f"{src.name}: {work.next_frame} frame(s) in finished segments kept in {work.path}; "
+                          "--resume continues from there")
+            raise
         finally:
             pipe.stop.set()
             for thread in threads:

@@ -5,7 +5,9 @@ Flicker is the mean absolute difference of consecutive frames, in [0, 1] units, 
 that do not change in the clean reference (its own consecutive difference below 2/255 in every
 channel): on a still scene any change there is rain left behind or restoration that differs frame
 to frame. Without a reference every pixel counts. Reported for the restored clip, the reference
-and, when given, the original (rainy) clip."""
+and, when given, the original (rainy) clip. PSNR is over the whole clip (the mean squared error of
+all frames, data range 1, clipped as written), so frames equal to the reference do not make it
+infinite; SSIM is the mean of the frames'."""
 
 from __future__ import annotations
 
@@ -14,7 +16,7 @@ import math
 
 import numpy as np
 
-from ..checks.metrics import psnr, ssim
+from ..checks.metrics import ssim
 from .colour import colour_spec, frame_to_rgb, planar_layout
 from .probe import VideoError, probe
 
@@ -54,7 +56,7 @@ def video_quality(restored, reference=None, original=None, every: int = 1) -> di
     names = [n for n, p in (("restored", restored), ("reference", reference), ("original", original)) if p]
     streams = [clip_frames(p) for p in (restored, reference, original) if p]
     flicker = {name: _Flicker() for name in names}
-    scores = {name: {"psnr": [], "ssim": []} for name in names if name != "reference"}
+    scores = {name: {"mse": [], "ssim": []} for name in names if name != "reference"}
     frames, previous_ref = 0, None
     for group in itertools.zip_longest(*streams):
         if any(f is None for f in group):
@@ -70,13 +72,14 @@ def video_quality(restored, reference=None, original=None, every: int = 1) -> di
         for name, frame in frame_of.items():
             flicker[name].add(frame, mask)
             if ref is not None and name != "reference":
-                scores[name]["psnr"].append(psnr(frame, ref, clip=True))
+                scores[name]["mse"].append(float(np.mean((np.clip(frame, 0, 1) - np.clip(ref, 0, 1)) ** 2)))
                 if frames % every == 0:
                     scores[name]["ssim"].append(ssim(np.clip(frame, 0, 1), ref))
         frames += 1
     result = {"frames": frames, **{f"flicker_{n}": f.value for n, f in flicker.items()}}
     if reference:
         for name, values in scores.items():
-            result[f"psnr_{name}"] = float(np.mean(values["psnr"]))
+            mse = float(np.mean(values["mse"]))
+            result[f"psnr_{name}"] = math.inf if mse == 0 else 10 * math.log10(1 / mse)
             result[f"ssim_{name}"] = float(np.mean(values["ssim"]))
     return result
