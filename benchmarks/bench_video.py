@@ -71,6 +71,7 @@ def memory(folder: Path, seconds: int) -> dict:
     runner = Runner(str(conv_onnx(str(folder))))
     samples, done = [], threading.Event()
     proc = psutil.Process()
+    before = proc.memory_info().rss / 2 ** 20
 
     def sample():
         start = time.monotonic()
@@ -84,7 +85,7 @@ def memory(folder: Path, seconds: int) -> dict:
     done.set()
     thread.join()
     quarter = max(1, len(samples) // 4)
-    return {"frames": result.frames, "seconds": seconds, "wall_s": result.wall,
+    return {"frames": result.frames, "seconds": seconds, "wall_s": result.wall, "rss_before_mb": before,
             "rss_first_quarter_mb": max(r for _, r in samples[:quarter]),
             "rss_last_quarter_mb": max(r for _, r in samples[-quarter:]), "rss_peak_mb": max(r for _, r in samples)}
 
@@ -118,24 +119,37 @@ def main() -> None:
     p.add_argument("--frames", type=int, default=6, help="frames per speed clip (default 6)")
     p.add_argument("--memory-seconds", type=int, default=10, help="length of the 720p memory clip (default 10)")
     p.add_argument("--quality-frames", type=int, default=8)
+    p.add_argument("--part", choices=("speed", "memory", "quality", "all"), default="all",
+                   help="one measurement (memory is best alone: a fresh process's RSS)")
     args = p.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        onnx = Path(args.onnx) if args.onnx else export_demo(folder)
-        print("| size | frames | frames/s | wall s | decode s | inference s | encode s | inference share |")
-        print("| --- | --- | --- | --- | --- | --- | --- | --- |")
-        for r in speed(onnx, folder, [(360, 640), (720, 1280)], args.frames):
-            print(f"| {r['size']} | {r['frames']} | {r['fps']:.3f} | {r['wall_s']:.1f} | {r['decode']:.2f} | "
-                  f"{r['inference']:.1f} | {r['encode']:.2f} | {r['inference'] / r['wall_s']:.0%} |")
-        m = memory(folder, args.memory_seconds)
-        print(f"\n720p memory, {m['seconds']} s clip ({m['frames']} frames, 3x3-conv stand-in model, {m['wall_s']:.0f} s): "
-              f"RSS max first quarter {m['rss_first_quarter_mb']:.0f} MiB, last quarter {m['rss_last_quarter_mb']:.0f} "
-              f"MiB, peak {m['rss_peak_mb']:.0f} MiB")
-        q = quality(onnx, folder, args.quality_frames)
-        print(f"\nrainy 320x240 clip, {q['frames']} frames: flicker x255 restored {q['flicker_restored'] * 255:.2f}, "
-              f"rainy {q['flicker_original'] * 255:.2f}, clean {q['flicker_reference'] * 255:.2f}; PSNR "
-              f"{q['psnr_original']:.2f} -> {q['psnr_restored']:.2f} dB; SSIM {q['ssim_original']:.4f} -> "
-              f"{q['ssim_restored']:.4f}")
+        onnx = None
+        if args.part in ("speed", "quality", "all"):
+            onnx = Path(args.onnx) if args.onnx else export_demo(folder)
+        if args.part in ("speed", "all"):
+            print("| size | frames | frames/s | wall s | decode s | inference s | encode s | inference share |")
+            print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+            for r in speed(onnx, folder, [(360, 640), (720, 1280)], args.frames):
+                print(f"| {r['size']} | {r['frames']} | {r['fps']:.3f} | {r['wall_s']:.1f} | {r['decode']:.2f} | "
+                      f"{r['inference']:.1f} | {r['encode']:.2f} | {r['inference'] / r['wall_s']:.0%} |")
+        if args.part in ("memory", "all"):
+            report_memory(memory(folder, args.memory_seconds))
+        if args.part in ("quality", "all"):
+            report_quality(quality(onnx, folder, args.quality_frames))
+
+
+def report_memory(m: dict) -> None:
+    print(f"\n720p memory, {m['seconds']} s clip ({m['frames']} frames, 3x3-conv stand-in model, {m['wall_s']:.0f} s): "
+          f"RSS before {m['rss_before_mb']:.0f} MiB; max in the first quarter {m['rss_first_quarter_mb']:.0f} MiB, "
+          f"last quarter {m['rss_last_quarter_mb']:.0f} MiB, peak {m['rss_peak_mb']:.0f} MiB")
+
+
+def report_quality(q: dict) -> None:
+    print(f"\nrainy 320x240 clip, {q['frames']} frames: flicker x255 restored {q['flicker_restored'] * 255:.2f}, "
+          f"rainy {q['flicker_original'] * 255:.2f}, clean {q['flicker_reference'] * 255:.2f}; PSNR "
+          f"{q['psnr_original']:.2f} -> {q['psnr_restored']:.2f} dB; SSIM {q['ssim_original']:.4f} -> "
+          f"{q['ssim_restored']:.4f}")
 
 
 if __name__ == "__main__":

@@ -42,9 +42,9 @@ def clip_h264(folder):
 
 @pytest.fixture(scope="module")
 def clip_444(folder):
-    """8 frames, lossless FFV1 4:4:4, with audio, in Matroska."""
+    """8 frames, lossless FFV1 4:4:4, every frame a keyframe, with audio, in Matroska."""
     path = folder / "rain444.mkv"
-    make_clip(path, frames=8, codec="ffv1", pix_fmt="yuv444p", audio=True)
+    make_clip(path, frames=8, codec="ffv1", pix_fmt="yuv444p", audio=True, options={"g": "1"})
     return path
 
 
@@ -141,13 +141,13 @@ def test_colour_conversion_uses_the_streams_matrix():
     assert np.abs(mine - to_rgb(frame)).max() < 1.5 / 255
 
 
-def _damaged(src: Path, dst: Path, which: int) -> Path:
-    """A copy of ``src`` whose video packet ``which`` is scrambled (same size and timestamps)."""
+def _damaged(src: Path, dst: Path, which: set) -> Path:
+    """A copy of ``src`` whose video packets ``which`` are scrambled (same size and timestamps)."""
     with av.open(str(src)) as inp, av.open(str(dst), "w") as out:
         v = inp.streams.video[0]
         ov = out.add_stream_from_template(v)
         for k, p in enumerate(q for q in inp.demux(v) if q.size):
-            if k == which:
+            if k in which:
                 data = bytearray(bytes(p))
                 data[len(data) // 4:] = bytes((b * 7 + 13) % 256 for b in data[len(data) // 4:])
                 q = av.Packet(bytes(data))
@@ -159,14 +159,15 @@ def _damaged(src: Path, dst: Path, which: int) -> Path:
 
 
 def test_a_corrupt_packet_repeats_the_previous_frame(folder, model, clip_444, capsys):
-    bad = _damaged(clip_444, folder / "bad.mkv", 5)
+    bad = _damaged(clip_444, folder / "bad.mkv", {0, 5})
     out = folder / "out_bad"
     assert _restore(bad, "-o", out, "--onnx", model, "--codec", "ffv1") == 1
     err = capsys.readouterr().err
-    assert "1 frame(s) did not decode" in err and "0.208s" in err  # frame 5 of 24 fps, by its timestamp
+    assert "2 frame(s) did not decode" in err and "0.000s, 0.208s" in err  # frames 0 and 5 at 24 fps, by time
     src, dst = read_clip(clip_444), read_clip(out / "bad.mkv")
     assert dst["times"] == src["times"]
     assert np.array_equal(to_rgb(dst["frames"][5]), to_rgb(dst["frames"][4]))
+    assert np.array_equal(to_rgb(dst["frames"][0]), to_rgb(dst["frames"][1]))  # none before: the next one
 
 
 def test_a_truncated_clip_is_reported_not_crashed(folder, model, clip_444, capsys):

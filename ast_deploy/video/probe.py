@@ -72,14 +72,24 @@ def _display_matrix(frame) -> tuple | None:
     return None
 
 
-def _first_frame(container, stream, path):
+def _first_frame(container, stream, path, tries: int = 50):
+    """The first frame that decodes (a damaged first packet is a lost frame, not a foreign file);
+    a VideoError when ``tries`` packets in a row do not decode."""
     import av
 
-    try:
-        for frame in container.decode(stream):
-            return frame
-    except av.error.FFmpegError as e:
-        raise VideoError(f"{path}: cannot decode its {stream.codec_context.name} video: {e}") from None
+    failed, error = 0, None
+    for packet in container.demux(stream):
+        try:
+            frames = packet.decode()
+        except av.error.FFmpegError as e:
+            failed, error = failed + 1, e
+            if failed >= tries:
+                break
+            continue
+        if frames:
+            return frames[0]
+    if error is not None:
+        raise VideoError(f"{path}: cannot decode its {stream.codec_context.name} video: {error}")
     raise VideoError(f"{path}: its video stream has no frame that decodes")
 
 
