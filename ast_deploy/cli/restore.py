@@ -66,11 +66,11 @@ def main(argv=None) -> int:
     photos, clips = split_inputs(inputs)
     try:  # where the outputs go is checked before the model is loaded (ast_deploy.outputs)
         if args.ray:
-            if clips:
-                raise UsageError(f"--ray restores images only; restore clips ({clips[0]}, ...) without --ray")
-            from .restore_ray import run_cli
+            if clips and photos:
+                raise UsageError("with --ray, restore photos and clips in separate runs")
+            from .restore_ray import run_cli, run_clips_cli
 
-            return run_cli(args, inputs, failures)
+            return run_clips_cli(args, clips, failures) if clips else run_cli(args, inputs, failures)
         outdir = Path(args.out)
         clip_jobs, clip_skipped, clip_clashes = plan_clips(clips, args.out, inputs, args.force)
         jobs, skipped, clashes = plan_outputs(photos, outdir, args.force) if photos or not clips else ([], [], [])

@@ -9,7 +9,7 @@ import sys
 import warnings
 from pathlib import Path
 
-from ..outputs import plan_outputs
+from ..outputs import OutputError, plan_outputs
 from ..runner import Runner
 from ..scale import (
     ClusterError,
@@ -49,6 +49,56 @@ def _sigterm_raises():
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def _ray_setup(args):
+    """(runner keyword arguments, model source) for the workers; RayNotInstalled / UsageError."""
+    import_ray()
+    source = args.engine or args.onnx or args.weights
+    if not source:
+        raise UsageError("--ray needs a model file (--onnx, --engine or --weights), not --server")
+    if not Path(source).exists():
+        raise UsageError(f"{source}: no such file")
+    return dict(task=args.task, protocol=args.protocol, device=args.device, config=load_config(args.config),
+                max_memory=getattr(args, "max_memory", None)), source
+
+
+def run_clips_cli(args, clips, failures) -> int:
+    """``ast-restore --ray ADDRESS clips``: every clip split across the workers, joined by the driver."""
+    from ..video import VideoOptions
+    from ..video.ray_parts import restore_clips
+    from .restore_video import describe, model_key, plan_clips
+
+    prog = "ast-restore"
+    try:
+        runner_kwargs, source = _ray_setup(args)
+        jobs, skipped, clashes = plan_clips(clips, args.out, clips, args.force)
+    except (RayNotInstalled, UsageError, OutputError) as e:
+        print(f"{prog}: error: {e}", file=sys.stderr)
+        return 2
+    failures += clashes
+    options = VideoOptions(args.codec, args.crf, args.preset, args.gop, False, args.quiet, model_key(args))
+    done = 0
+    try:
+        with cluster(args.ray) as ray, _sigterm_raises():
+            for src, dst, error, result in restore_clips(ray, jobs, source, runner_kwargs, options,
+                                                         workers=args.workers, gpus_per_worker=args.gpus_per_worker):
+                if error:
+                    failures.append(error)
+                    print(f"{prog}: failed: {error}", file=sys.stderr)
+                    continue
+                done += 1
+                print(describe(src, dst, result))
+                if result.lost:
+                    failures.append(f"{src}: {len(result.lost)} frame(s) did not decode and repeat the previous one")
+    except ClusterError as e:
+        print(f"{prog}: error: {e}", file=sys.stderr)
+        return 2
+    except (KeyboardInterrupt, _Terminated) as e:  # outputs are joined by the driver: whole or absent
+        print(f"{prog}: {'terminated' if isinstance(e, _Terminated) else 'interrupted'} after restoring "
+              f"{done} clip(s)", file=sys.stderr)
+        return 143 if isinstance(e, _Terminated) else 130
+    return summarize(done, skipped, failures, args.out, "clip")
 
 
 def run_cli(args, inputs, failures) -> int:

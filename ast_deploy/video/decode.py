@@ -23,16 +23,17 @@ def seconds(pts, time_base) -> float | None:
     return None if pts is None else float(pts * time_base)
 
 
-def read_frames(info, spec: ColourSpec, start: int, pipe: Pipe, outbox, report: ReadReport) -> None:
-    """Put frames ``start``... of ``info``'s clip into ``outbox``, then END (earlier frames are
-    decoded, since later ones depend on them, but not converted)."""
+def read_frames(info, spec: ColourSpec, start: int, pipe: Pipe, outbox, report: ReadReport,
+                stop: int | None = None) -> None:
+    """Put frames ``start`` to ``stop`` (the end) of ``info``'s clip into ``outbox``, then END
+    (earlier frames are decoded, since later ones depend on them, but not converted)."""
     import av
 
-    order = _Order(pipe, outbox, spec, start, report, info.time_base)
+    order = _Order(pipe, outbox, spec, start, report, info.time_base, stop)
     with av.open(str(info.path)) as container:
         stream = container.streams.video[0]
         packets = container.demux(stream)
-        while not pipe.stop.is_set():
+        while not pipe.stop.is_set() and not order.done:
             try:
                 with pipe.timed("decode"):
                     packet = next(packets)
@@ -53,7 +54,7 @@ def read_frames(info, spec: ColourSpec, start: int, pipe: Pipe, outbox, report: 
         announced = container.duration / 1e6 if container.duration else None  # microseconds
     if not order.finish(end):
         return
-    if report.stopped is None:
+    if report.stopped is None and stop is None:
         report.stopped = _shortfall(info, order, announced)
     pipe.put(outbox, END)
 
@@ -75,9 +76,10 @@ class _Order:
     packet durations decoders report for B-frame streams are in decoding order); the last one
     lasts until the stream's end, else as long as the one before."""
 
-    def __init__(self, pipe: Pipe, outbox, spec, start: int, report: ReadReport, time_base):
+    def __init__(self, pipe: Pipe, outbox, spec, start: int, report: ReadReport, time_base, stop=None):
         self.pipe, self.outbox, self.spec, self.start, self.report, self.time_base = \
             pipe, outbox, spec, start, report, time_base
+        self.stop, self.done = stop, False  # done: frame ``stop`` reached
         self.held: list = []  # (pts, sequence, frame or None, fallback duration)
         self.count, self.sequence, self.last_pts, self.gap, self.last_end = 0, 0, None, None, None
 
@@ -92,7 +94,7 @@ class _Order:
         return len(self.held) <= REORDER or self._emit(self.held[1][0] if len(self.held) > 1 else None)
 
     def finish(self, end) -> bool:
-        while self.held:
+        while self.held and not self.done:
             if not self._emit(self.held[1][0] if len(self.held) > 1 else end):
                 return False
         self.report.frames = self.count
@@ -106,6 +108,9 @@ class _Order:
             duration = self.gap
         index, self.count = self.count, self.count + 1
         self.last_end = pts + (duration or 0)
+        if self.stop is not None and index >= self.stop:
+            self.done = True
+            return True
         if frame is None:
             self.report.lost.append(seconds(pts, self.time_base))
         if index < self.start:

@@ -62,52 +62,68 @@ def _start(work: WorkFolder, resume: bool, progress: Progress) -> int:
     return 0
 
 
-def restore_clip(src, dst, runner, options: VideoOptions) -> ClipResult:
-    """Restore clip ``src`` into ``dst`` (its suffix picks the container)."""
-    import time
-
+def prepare(src, dst, options: VideoOptions):
+    """(ClipInfo, EncoderSettings, ColourSpec) of restoring ``src`` into ``dst``: probed, the
+    encoder chosen, the container checked, before any frame runs."""
     import av
 
-    wall = time.perf_counter()
     src, dst = Path(src), Path(dst)
     info = probe(src)
     settings = choose_encoder(info, dst.suffix, options.codec, options.crf, options.preset, options.gop)
     dst.parent.mkdir(parents=True, exist_ok=True)
     check_container(dst, settings, info.copied)
     spec = colour_spec(info.colorspace, info.color_range, info.height, planar_layout(av.VideoFormat(info.pix_fmt)))
-    work = WorkFolder(dst, _job_key(info, settings, options))
+    return info, settings, spec
+
+
+def run_frames(info, settings, spec, runner, work, start: int, bar: Progress, stop: int | None = None):
+    """Restore frames ``start`` to ``stop`` (the end) of the clip into ``work``'s segments, decode,
+    inference and encode overlapped; (ReadReport, busy seconds per stage)."""
     plan = runner.plan_for(info.height, info.width)
     batch = 1 if plan.tiled else max(1, min(plan.batch, MAX_FRAMES_IN_FLIGHT))
+    pipe, report = Pipe(), ReadReport()
+    decoded, restored = queue.Queue(maxsize=batch + 2), queue.Queue(maxsize=batch + 2)
+    threads = [pipe.stage(read_frames, info, spec, start, pipe, decoded, report, stop),
+               pipe.stage(write_segments, info, settings, spec, work, pipe, restored)]
+    try:
+        infer_stage(runner, plan, batch, pipe, decoded, restored, bar)
+        threads[1].join()
+    finally:
+        pipe.stop.set()
+        for thread in threads:
+            thread.join()
+    pipe.check()
+    return report, dict(pipe.busy)
+
+
+def restore_clip(src, dst, runner, options: VideoOptions) -> ClipResult:
+    """Restore clip ``src`` into ``dst`` (its suffix picks the container)."""
+    import time
+
+    wall = time.perf_counter()
+    src, dst = Path(src), Path(dst)
+    info, settings, spec = prepare(src, dst, options)
+    work = WorkFolder(dst, _job_key(info, settings, options))
     with Progress(total=info.frames, desc=f"restoring {src.name}", unit="frame", quiet=options.quiet,
                   lines=20) as bar:
         start = _start(work, options.resume, bar)
         bar.n = start
         bar.restart_clock()
-        pipe, report = Pipe(), ReadReport()
-        decoded, restored = queue.Queue(maxsize=batch + 2), queue.Queue(maxsize=batch + 2)
-        threads = [pipe.stage(read_frames, info, spec, start, pipe, decoded, report),
-                   pipe.stage(write_segments, info, settings, spec, work, pipe, restored)]
         try:
-            infer_stage(runner, plan, batch, pipe, decoded, restored, bar)
-            threads[1].join()
+            report, busy = run_frames(info, settings, spec, runner, work, start, bar)
         except BaseException as e:
             if not isinstance(e, Exception):  # Ctrl-C, SIGTERM: say what --resume would keep
                 bar.write(f"{src.name}: {work.next_frame} frame(s) in finished segments kept in {work.path}; "
                           "--resume continues from there")
             raise
-        finally:
-            pipe.stop.set()
-            for thread in threads:
-                thread.join()
-        pipe.check()
     if not work.segments:
         raise VideoError(f"{src}: no video frame could be decoded")
-    _join_into_place(info, work, dst)
+    join_into_place(info, work, dst)
     return ClipResult(work.next_frame, work.next_frame - start, start, work.lost(), report.stopped, settings,
-                      dict(pipe.busy), time.perf_counter() - wall)
+                      busy, time.perf_counter() - wall)
 
 
-def _join_into_place(info, work: WorkFolder, dst: Path) -> None:
+def join_into_place(info, work: WorkFolder, dst: Path) -> None:
     tmp = dst.parent / f".{dst.stem}.partial-{os.getpid()}{dst.suffix}"
     try:
         join(info, work.files(), tmp)
