@@ -58,7 +58,7 @@ def test_extras_follow_the_conventions():
     assert names("gpu") == {"onnxruntime-gpu", "cuda-python"}
     assert names("tensorrt") == {"tensorrt-cu12"} and names("tensorrt-cu13") == {"tensorrt-cu13"}
     assert "torch" in names("export") and names("kernels") == {"triton"}
-    assert names("serving") == {"tritonclient"} and names("ray") == {"ray"}
+    assert names("serving") == {"tritonclient"} and names("ray") == {"ray"} and names("video") == {"av"}
     assert {"http", "grpc"} <= next(iter(reqs("serving"))).extras
     assert "data" in next(iter(reqs("ray"))).extras
 
@@ -66,7 +66,7 @@ def test_extras_follow_the_conventions():
 def test_test_extra_brings_what_the_tests_need():
     test = {canonicalize_name(r.name): r for r in reqs("test")}
     assert "pytest" in test and "packaging" in test and "onnxruntime-gpu" not in test
-    for extra in ("cpu", "export", "kernels", "demo", "serving", "ray"):
+    for extra in ("cpu", "export", "kernels", "demo", "serving", "ray", "video"):
         for r in reqs(extra):
             mine = test.get(canonicalize_name(r.name))
             assert mine is not None, f"[test] lacks {r} from [{extra}]"
