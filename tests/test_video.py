@@ -298,3 +298,26 @@ def test_bench_video_flicker_and_psnr_against_closed_forms(folder, capsys):
     mse = 3 / 6 * 0.5 * (16 / 255) ** 2  # three frames of six, half of each, 16 levels off
     assert abs(result["psnr_restored"] - 10 * np.log10(1 / mse)) < 0.2
     assert "flicker x255" in capsys.readouterr().out
+
+
+def test_progress_in_a_log_is_a_few_lines_with_rate_and_time_left(folder, model, clip_h264, capsys):
+    out = folder / "out_progress"
+    assert restore.main([str(clip_h264), "-o", str(out), "--onnx", model]) == 0  # stderr is not a terminal here
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("restoring rain.mp4")]
+    assert 2 <= len(lines) <= 13  # every other frame of 24 at most (about 20 lines per clip), not one per frame
+    assert lines[-1].startswith("restoring rain.mp4: 24/24 frame(s), ") and " frame/s" in lines[-1]
+    assert any(line.endswith("s left") for line in lines[:-1])
+
+
+def test_progress_thins_log_lines_to_about_the_number_asked():
+    import io
+
+    from ast_deploy.console import Progress
+
+    log = io.StringIO()  # not a terminal: plain lines
+    with Progress(total=100, desc="restoring x.mp4", unit="frame", stream=log, lines=10) as bar:
+        for _ in range(100):
+            bar.update(1)
+    lines = log.getvalue().splitlines()
+    assert len(lines) == 10 and lines[0].startswith("restoring x.mp4: 10/100 frame(s), ")
+    assert lines[-1].startswith("restoring x.mp4: 100/100 frame(s), ") and "left" not in lines[-1]
