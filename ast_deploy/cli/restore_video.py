@@ -80,7 +80,16 @@ def plan_clips(clips, out: str, inputs, force: bool):
 
 
 def model_key(args) -> str:
+    """What restores the frames, for --resume's check: the model (a file with its size and time) and
+    the options that change its output."""
+    import os
+
     source = args.engine or args.onnx or args.weights or args.server
+    try:
+        st = os.stat(source)
+        source = f"{os.path.abspath(source)}:{st.st_size}:{st.st_mtime_ns}"
+    except OSError:  # a server URL
+        pass
     return "|".join(str(v) for v in (source, args.task, args.protocol, args.tile, args.max_memory, args.config))
 
 

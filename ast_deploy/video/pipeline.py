@@ -44,7 +44,7 @@ class ClipResult:
     wall: float = 0.0
 
 
-def _job_key(info, settings: EncoderSettings, options: VideoOptions) -> dict:
+def job_key(info, settings: EncoderSettings, options: VideoOptions) -> dict:
     st = os.stat(info.path)
     return {"input": [str(Path(info.path).resolve()), st.st_size, st.st_mtime_ns], "model": options.model,
             "encoder": settings.describe(), "options": settings.options}
@@ -103,7 +103,7 @@ def restore_clip(src, dst, runner, options: VideoOptions) -> ClipResult:
     wall = time.perf_counter()
     src, dst = Path(src), Path(dst)
     info, settings, spec = prepare(src, dst, options)
-    work = WorkFolder(dst, _job_key(info, settings, options))
+    work = WorkFolder(dst, job_key(info, settings, options))
     with Progress(total=info.frames, desc=f"restoring {src.name}", unit="frame", quiet=options.quiet,
                   lines=20) as bar:
         start = _start(work, options.resume, bar)

@@ -12,7 +12,7 @@ import math
 from pathlib import Path
 
 from ..console import Progress
-from .pipeline import ClipResult, VideoOptions, _job_key, join_into_place, prepare, run_frames
+from .pipeline import ClipResult, VideoOptions, job_key, join_into_place, prepare, run_frames
 from .probe import VideoError
 from .segments import WorkFolder, work_folder
 
@@ -62,14 +62,14 @@ def restore_part(src, dst, runner, options: VideoOptions, start: int, stop: int 
 def start_parts(src, dst, options: VideoOptions, parts: int):
     """Before the workers start: the (start, stop) ranges of ``src`` and a fresh work folder."""
     info, settings, _ = prepare(src, dst, options)
-    WorkFolder(Path(dst), _job_key(info, settings, options)).start_fresh()
+    WorkFolder(Path(dst), job_key(info, settings, options)).start_fresh()
     return split(count_frames(src), settings.gop, parts)
 
 
 def join_parts(src, dst, options: VideoOptions, records: list[dict]) -> ClipResult:
     """Join the parts' segments (records from ``restore_part``, any order) into ``dst``."""
     info, settings, _ = prepare(src, dst, options)
-    work = WorkFolder(Path(dst), _job_key(info, settings, options))
+    work = WorkFolder(Path(dst), job_key(info, settings, options))
     work.segments = sorted(records, key=lambda r: r["first"])
     expected = 0
     for record in work.segments:
