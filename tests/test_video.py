@@ -321,3 +321,14 @@ def test_progress_thins_log_lines_to_about_the_number_asked():
     lines = log.getvalue().splitlines()
     assert len(lines) == 10 and lines[0].startswith("restoring x.mp4: 10/100 frame(s), ")
     assert lines[-1].startswith("restoring x.mp4: 100/100 frame(s), ") and "left" not in lines[-1]
+
+
+def test_without_pyav_clips_are_a_usage_error_that_says_what_to_install(folder, model, clip_444):
+    code = (f"import sys; sys.modules['av'] = None\n"
+            f"from ast_deploy.cli import restore\n"
+            f"sys.exit(restore.main({[str(clip_444), '-o', str(folder / 'out_noav'), '--onnx', model]!r}))")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]))
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2, done.stderr
+    assert 'needs PyAV, which is not installed: pip install -e ".[video]"' in done.stderr
+    assert "Traceback" not in done.stderr

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from ..outputs import OutputError, ReplacesInput, check_output, check_output_dir
 from ..video.probe import VIDEO_SUFFIXES, is_video
+from .common import UsageError
 
 
 def _positive(text: str) -> int:
@@ -58,8 +59,17 @@ def single_file_output(out: str, photos, clips) -> Path | None:
     return path
 
 
+VIDEO_MISSING = 'restoring clips needs PyAV, which is not installed: pip install -e ".[video]"'
+
+
 def plan_clips(clips, out: str, inputs, force: bool):
-    """(jobs, skipped, failures) of the clips, as outputs.plan_outputs does for photos."""
+    """(jobs, skipped, failures) of the clips, as outputs.plan_outputs does for photos; a
+    UsageError when there are clips and PyAV is missing."""
+    if clips:
+        try:
+            import av  # noqa: F401
+        except ImportError:
+            raise UsageError(VIDEO_MISSING) from None
     target = single_file_output(out, [], clips) if clips else None
     check_output_dir(target.parent if target else Path(out))
     jobs, skipped, failures = [], [], []
