@@ -195,12 +195,15 @@ def test_inputs_that_are_no_clip_fail_one_line_each_the_others_go_on(folder, mod
         out.mux(stream.encode(frame))
         out.mux(stream.encode(None))
     (src / "clip.mkv").write_bytes(clip_444.read_bytes())
+    (src / "recording.dat").write_bytes(clip_444.read_bytes())  # no known suffix: FFmpeg finds a clip
     Image.fromarray(np.full((40, 48, 3), 120, np.uint8)).save(src / "photo.png")
     out = folder / "out_mixed"
-    assert _restore(src, "-o", out, "--onnx", model, "--codec", "ffv1") == 1
+    # a folder takes files by suffix; a file given by name is probed
+    assert _restore(src, src / "recording.dat", "-o", out, "--onnx", model, "--codec", "ffv1") == 1
     err = capsys.readouterr().err
     assert "notes.mp4: not a video FFmpeg can read (it looks like a text file)" in err
     assert "sound.mkv: has no video stream (it holds audio)" in err
+    assert "recording.dat: FFmpeg writes no container for the suffix '.dat'" in err  # taken as a clip
     assert "Traceback" not in err
     assert sorted(p.name for p in out.iterdir()) == ["clip.mkv", "photo.png"]
 

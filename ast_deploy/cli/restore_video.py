@@ -43,10 +43,28 @@ def add_video_options(p: argparse.ArgumentParser) -> None:
                        "GOP written (kept in a .NAME.parts folder beside the output)")
 
 
+IMAGE_FORMATS = ("image2", "_pipe")  # FFmpeg's demuxers of still images
+
+
+def _probes_as_clip(path) -> bool:
+    """A file of no known suffix that FFmpeg opens as a container with a video stream."""
+    try:
+        import av
+
+        with av.open(str(path)) as container:
+            return bool(container.streams.video) and not container.format.name.endswith(IMAGE_FORMATS)
+    except Exception:  # not installed, not a container: the image reader will say what it is
+        return False
+
+
 def split_inputs(inputs) -> tuple[list[Path], list[Path]]:
-    """(photos, clips), clips recognised by their suffix."""
-    clips = [p for p in inputs if is_video(p)]
-    return [p for p in inputs if not is_video(p)], clips
+    """(photos, clips): clips by their suffix, or, for a suffix neither images nor clips have, by
+    what FFmpeg finds in the file."""
+    from ..images import READABLE_SUFFIXES
+
+    clips = [p for p in inputs if is_video(p) or (Path(p).suffix.lower() not in READABLE_SUFFIXES
+                                                   and _probes_as_clip(p))]
+    return [p for p in inputs if p not in clips], clips
 
 
 def single_file_output(out: str, photos, clips) -> Path | None:

@@ -102,7 +102,8 @@ def check_container(dst: Path, settings: EncoderSettings, copied) -> None:
     try:
         container = av.open(str(probe), "w")
     except (av.error.FFmpegError, ValueError) as e:
-        raise EncoderError(f"{dst}: FFmpeg writes no container for the suffix {dst.suffix!r} ({e})") from None
+        raise EncoderError(f"{dst}: FFmpeg writes no container for the suffix {dst.suffix!r} ({e}); name the "
+                          "output with -o FILE.mkv") from None
     try:
         supported = container.supported_codecs
     finally:
