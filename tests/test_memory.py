@@ -237,8 +237,7 @@ def test_restore_says_once_that_photos_were_tiled(tmp_path, capsys):
         Image.fromarray(rng.integers(0, 256, (300, 400, 3), dtype=np.uint8)).save(tmp_path / f"p{i}.png")
     Image.fromarray(rng.integers(0, 256, (100, 100, 3), dtype=np.uint8)).save(tmp_path / "small.png")
     code = restore.main([str(tmp_path / "p0.png"), str(tmp_path / "p1.png"), str(tmp_path / "small.png"),
-                         "-o", str(tmp_path / "out"), "--onnx", str(dynamic_onnx()), "--protocol", "pad:128",
-                         "--max-memory", "40M"])
+                         "-o", str(tmp_path / "out"), "--onnx", str(dynamic_onnx()), "--max-memory", "40M"])
     err = capsys.readouterr().err
     assert code == 0, err
     lines = [line for line in err.splitlines() if "ran as tiles" in line]
@@ -310,7 +309,7 @@ import json, os, resource, sys
 import numpy as np
 from ast_deploy import Runner
 from ast_deploy.budget import current_rss, peak_rss, release_memory
-runner = Runner(sys.argv[1], protocol="pad:128", max_memory=sys.argv[2])
+runner = Runner(sys.argv[1], max_memory=sys.argv[2])  # its default protocol, pad:128: re-planned
 runner.limits()  # the cost: measured by a probe the first time, read from the cache afterwards
 if sys.argv[3] == "probe":
     sys.exit(0)
