@@ -240,8 +240,8 @@ class Runner:
                 return fit
             left = total - guard.done
             if fixed or left <= 0:
-                warnings.warn(f"{said}; {'this plan was named and runs as it is' if fixed else 'later photos plan with it'}",
-                              BudgetWarning, stacklevel=2)
+                then = "this plan is fixed (named, --tile, or given) and runs as it is" if fixed else "later photos plan with it"
+                warnings.warn(f"{said}; {then}", BudgetWarning, stacklevel=2)
                 return guard.step
             new = self.plan_for(h, w, images=images)
             if _input_area(new, h, w) >= _input_area(plan, h, w):  # no smaller plan: the smallest tile
@@ -251,7 +251,7 @@ class Runner:
                           f"(batch {new.batch})", BudgetWarning, stacklevel=2)
             raise _Replan(new)
 
-        guard = GuardedInfer(self.backend, step, meter, self.budget, on_overrun, lambda n, th, tw: self.cost.of(n, th, tw))
+        guard = GuardedInfer(self.backend, step, meter, self.budget, on_overrun, lambda *nhw: self.cost.of(*nhw))
         return guard
 
     def _after_allocation_failure(self, plan, h: int, w: int, images: int, fixed: bool, retried: bool,

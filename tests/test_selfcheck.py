@@ -146,3 +146,76 @@ def test_allocation_failure_is_retried_at_half_the_tile_area_then_fails_the_phot
     assert "default OK (1, 3, 512, 768)" in out and "retrying as tiles:" in out, out
     assert "named FAILED AllocationError out of memory running the 512x768 photo as pad:128 (batch 1) (" in out, out
     assert "Failed to allocate" in out
+
+
+# ---------------------------------------------------------------- the cost cache
+
+@pytest.mark.parametrize("content", ["{not json", '["a", "list"]', '{"format": "someone else", "entries": {}}',
+                                     "BAD_ENTRY"])
+def test_corrupt_or_foreign_cache_is_ignored_with_a_warning(own_cost_cache, content):
+    """Never trusted, never a crash: the probe measures, says so once, and the file is rewritten in
+    this cache's format; a malformed entry under the right key is not used either."""
+    from ast_deploy.backends import open_backend
+
+    backend = open_backend(dynamic_onnx())
+    key = budget.backend_identity(backend)
+    if content == "BAD_ENTRY":
+        content = json.dumps({"format": budget.CACHE_FORMAT, "version": budget.COST_FORMAT,
+                              "entries": {key: {"bytes_per_pixel": -1.0, "constant": "lots"}}})
+    own_cost_cache.parent.mkdir(parents=True)
+    own_cost_cache.write_text(content)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        cost = budget.measure_cost(backend)
+    said = _budget_warnings(caught)
+    assert len(said) == 1 and str(own_cost_cache) in said[0] and "ignored" in said[0], said
+    assert cost.source == "probe" and cost.bytes_per_pixel > 100
+    data = json.loads(own_cost_cache.read_text())
+    assert data["format"] == budget.CACHE_FORMAT and data["entries"][key]["bytes_per_pixel"] == cost.bytes_per_pixel
+
+
+def test_cache_key_holds_what_changes_the_cost(tmp_path):
+    """Model file content, backend, runtime and its version, device, threads: changing any of the
+    model's bytes or the thread count gives another key."""
+    import shutil
+
+    import onnxruntime
+
+    from ast_deploy.backends.onnxrt import OnnxRuntimeBackend
+
+    one = budget.backend_identity(OnnxRuntimeBackend(dynamic_onnx(), providers="cpu", intra_op_threads=1))
+    two = budget.backend_identity(OnnxRuntimeBackend(dynamic_onnx(), providers="cpu", intra_op_threads=2))
+    copy = tmp_path / "m.onnx"
+    shutil.copy(dynamic_onnx(), copy)
+    with open(copy, "ab") as f:
+        f.write(b"\0")  # one more byte: another file content
+    assert one != two and "t1" in one and "t2" in two
+    assert f"onnxruntime-{onnxruntime.__version__}" in one and "CPUExecutionProvider" in one
+    assert budget.file_digest(copy) != budget.file_digest(dynamic_onnx()) and budget.file_digest(dynamic_onnx()) in one
+
+
+# ---------------------------------------------------------------- CUDA queries that fail
+
+def test_failed_cuda_query_is_an_error_not_the_cpu_rule(monkeypatch):
+    """The automatic budget of a CUDA device whose free memory cannot be read is a BudgetError naming
+    the reason, never the CPU's min(2 GiB, RAM / 4)."""
+    def broken(index=0):
+        raise RuntimeError("cudaMemGetInfo: cudaErrorUnknown")
+
+    monkeypatch.setattr(budget, "query_cuda_free", broken)
+    with pytest.raises(BudgetError, match="cannot read the free memory of cuda:1 .*cudaErrorUnknown.*--max-memory"):
+        budget.default_budget("cuda:1")
+    assert budget.resolve_budget("2G", "cuda:1") == 2 * 2 ** 30  # an explicit budget needs no query
+    assert budget.default_budget("cpu") <= budget.CPU_CAP
+
+
+@pytest.mark.skipif(budget.cuda_free_memory() is not None, reason="this machine can query a CUDA device")
+def test_cuda_query_on_a_machine_without_cuda_says_why():
+    """The real call path here (no CUDA device, no cuda-python or no driver): a BudgetError with the
+    reasons, and the engine target's GPU description warns with each query's failure."""
+    from ast_deploy.engines.target import describe_gpu
+
+    with pytest.raises(BudgetError, match="cannot read the free memory of cuda "):
+        budget.default_budget("cuda")
+    with pytest.warns(RuntimeWarning, match="cannot identify CUDA device 0 .*CUDA driver: .*nvidia-smi: "):
+        assert describe_gpu(0) == ("unknown", "unknown")

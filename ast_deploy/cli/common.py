@@ -15,7 +15,7 @@ from pathlib import Path
 
 from ..backends import BackendError, backend_kind
 from ..backends.triton_client import is_server_url
-from ..budget import BudgetError, BudgetWarning
+from ..budget import BudgetWarning
 from ..budget import parse_size as parse_memory_size
 from ..console import Note
 from ..engines.target import TensorRTNotInstalled
