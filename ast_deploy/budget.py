@@ -5,7 +5,8 @@
   the available RAM, on a CUDA device 80 % of its free memory.
 - :func:`measure_cost` measures a backend's working set as ``constant + bytes_per_pixel x (batch x
   H x W)`` from a small probe run (the peak resident set of two sizes, fitted as a line), cached on
-  disk per model file, backend and runtime version.
+  disk per model file, backend, runtime version, device and threads; a cached entry is checked by
+  one small run before use, and a corrupt or foreign cache file is ignored with a BudgetWarning.
 
 The budget covers the backend's working set (activations, arenas, batch buffers); the process's
 baseline (imports, weights) and the photo's own input and output buffers come on top.

@@ -78,8 +78,10 @@ def check_finite(x: np.ndarray) -> None:
 
 class Runner:
     """``max_memory``: the backend's memory budget (bytes, ``"4G"``, ``"unlimited"``; None: automatic,
-    see ast_deploy.budget); an image whose protocol does not fit runs as feathered tiles that do.
-    ``tile="SIZE[:OVERLAP]"`` forces square tiles. ``progress(done, total)`` is called after every
+    see ast_deploy.budget). A ``protocol`` given here is never re-planned (over an explicit
+    ``max_memory`` it is a BudgetError, a ValueError); the task's default protocol, where an image
+    does not fit, runs as feathered tiles that do, with one BudgetWarning per Runner. Every backend
+    call is measured against the plan (ast_deploy.memcheck). ``tile="SIZE[:OVERLAP]"`` forces square tiles. ``progress(done, total)`` is called after every
     batch of tiles of an image that runs tiled.
 ``size_multiple``: the H and W multiple of an ONNX model without ``ast.size_multiple`` metadata
     (a model not made by ast-export is refused without it, and then needs ``task`` or ``protocol``).
