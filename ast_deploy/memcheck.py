@@ -104,7 +104,8 @@ class OrtCudaMeter:
 
 def meter_for(backend):
     """A fresh meter for one photo on ``backend`` (see the module's docstring), or None."""
-    if getattr(backend, "applies_protocol", False) or callable(getattr(backend, "memory_cost", None)):
+    known = getattr(backend, "memory_cost", None)
+    if getattr(backend, "applies_protocol", False) or callable(known) and known() is not None:
         return None  # a server plans for itself; a TensorRT engine's device memory is known exactly
     device = getattr(backend, "device", None)
     if getattr(device, "type", None) == "cuda":

@@ -65,9 +65,9 @@ def _official_merge(x, model, tile, overlap):
 
 @pytest.mark.slow
 def test_dehaze_protocol_matches_an_independent_official_merge(parity_model):
-    """tiles:1152:384 named, default settings, on a 1200x1216 photo (2 x 2 tiles of 1152, each about
-    3 GiB on the CPU): against the official merge written out above."""
-    x = np.random.default_rng(7).random((1, 3, 1200, 1216), dtype=np.float32)
+    """tiles:1152:384 named, default settings, on a 1152x1216 photo (two tiles of 1152 overlapping by
+    1088 px, each about 3 GiB on the CPU): against the official merge written out above."""
+    x = np.random.default_rng(7).random((1, 3, 1152, 1216), dtype=np.float32)
     got = Runner(parity_model, protocol="tiles:1152:384")(x)
     assert rel_err(got, _official_merge(x, parity_model, 1152, 384)) < 1e-5
 
