@@ -136,14 +136,17 @@ for name, runner in (("default", default), ("named", named)):
 def test_allocation_failure_is_retried_at_half_the_tile_area_then_fails_the_photo():
     """A real allocation failure of ONNX Runtime (the address space capped with RLIMIT_AS below the
     whole 512 x 768 run, about 1.1 GiB): the default protocol is retried once as tiles of at most half
-    the area, which fit; a named protocol is not re-planned: the photo fails with one clear
-    MemoryError (AllocationError)."""
+    the area (384 x 384), then finishes or fails with one clear MemoryError (AllocationError): whether
+    the retry fits depends on what ONNX Runtime's arena kept of the failed run (both were seen here);
+    a named protocol is not re-planned: the photo fails at once."""
     env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
     result = subprocess.run([sys.executable, "-c", ALLOC_SCRIPT, str(dynamic_onnx()), "900"],
                             capture_output=True, text=True, env=env, timeout=600)
     assert result.returncode == 0, result.stderr
     out = result.stdout + result.stderr
-    assert "default OK (1, 3, 512, 768)" in out and "retrying as tiles:" in out, out
+    assert "retrying as tiles:384:32:feather:grid128 (batch 1)" in out, out
+    assert ("default OK (1, 3, 512, 768)" in out or "default FAILED AllocationError out of memory running the "
+            "512x768 photo as tiles:384:32:feather:grid128 (batch 1) after a smaller retry" in out), out
     assert "named FAILED AllocationError out of memory running the 512x768 photo as pad:128 (batch 1) (" in out, out
     assert "Failed to allocate" in out
 
