@@ -2,7 +2,7 @@
 
 from .tasks import TASKS, get_task
 
-__all__ = ["Runner", "TASKS", "get_task", "restore_file"]
+__all__ = ["BudgetWarning", "Runner", "TASKS", "get_task", "restore_file"]
 
 
 def __getattr__(name):  # the Runner pulls in ONNX Runtime, Pillow and the backends: load it on first use
@@ -10,6 +10,10 @@ def __getattr__(name):  # the Runner pulls in ONNX Runtime, Pillow and the backe
         from .runner import Runner
 
         return Runner
+    if name == "BudgetWarning":  # the memory budget changed how a photo runs (ast_deploy.budget)
+        from .budget import BudgetWarning
+
+        return BudgetWarning
     if name == "restore_file":
         from .images import restore_file
 

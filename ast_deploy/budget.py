@@ -5,7 +5,8 @@
   the available RAM, on a CUDA device 80 % of its free memory.
 - :func:`measure_cost` measures a backend's working set as ``constant + bytes_per_pixel x (batch x
   H x W)`` from a small probe run (the peak resident set of two sizes, fitted as a line), cached on
-  disk per model file, backend and runtime version.
+  disk per model file, backend, runtime version, device and threads; a cached entry is checked by
+  one small run before use, and a corrupt or foreign cache file is ignored with a BudgetWarning.
 
 The budget covers the backend's working set (activations, arenas, batch buffers); the process's
 baseline (imports, weights) and the photo's own input and output buffers come on top.
@@ -32,7 +33,8 @@ KiB, MiB, GiB = 2 ** 10, 2 ** 20, 2 ** 30
 UNLIMITED = math.inf
 CPU_CAP = 2 * GiB
 CUDA_FRACTION = 0.8
-COST_FORMAT = 1  # bump when the probe's method changes: old cache entries are then ignored
+COST_FORMAT = 2  # bump when the probe's method or the cache layout changes: old caches are then ignored
+CACHE_FORMAT = "ast_deploy cost cache"  # the cache file's "format" field: anything else is foreign
 
 _UNITS = {"": 1, "k": KiB, "m": MiB, "g": GiB, "t": 2 ** 40}
 
@@ -92,41 +94,71 @@ def available_ram() -> int | None:
     return int(psutil.virtual_memory().available)
 
 
-def cuda_free_memory(index: int = 0) -> int | None:
-    """Free bytes on CUDA device ``index``: through torch if it is loaded and sees CUDA, else
-    cuda-python's runtime; None when neither answers."""
+class BudgetWarning(UserWarning):
+    """The memory budget changed how a photo runs (a task's default protocol re-planned as tiles, a
+    plan corrected after a batch used more than planned), or the cost cache could not be used."""
+
+
+class BudgetError(ValueError):
+    """A memory budget that cannot be met or read: a named protocol over an explicit budget, a
+    CUDA device whose free memory cannot be queried."""
+
+
+def query_cuda_free(index: int = 0) -> int:
+    """Free bytes on CUDA device ``index`` (torch where it is loaded and sees CUDA, else cuda-python's
+    cudaMemGetInfo); a RuntimeError saying why when neither can answer."""
+    reasons = []
     torch = sys.modules.get("torch")
     if torch is not None:
         try:
             if torch.cuda.is_available():
                 return int(torch.cuda.mem_get_info(index)[0])
-        except Exception:
-            pass
+            reasons.append("torch sees no CUDA device")
+        except Exception as e:  # a driver error: reported below with the others
+            reasons.append(f"torch: {type(e).__name__}: {e}")
     try:
         from cuda import cudart  # cuda-python
     except ImportError:
         try:
             from cuda.bindings import runtime as cudart
         except ImportError:
-            return None
+            cudart = None
+            reasons.append("cuda-python is not installed (pip install cuda-python)")
+    if cudart is not None:
+        try:
+            err, device = cudart.cudaGetDevice()
+            if int(err) == 0:
+                cudart.cudaSetDevice(index)
+                err, free, _ = cudart.cudaMemGetInfo()
+                cudart.cudaSetDevice(device)
+                if int(err) == 0:
+                    return int(free)
+            reasons.append(f"cudaMemGetInfo: {err}")
+        except Exception as e:  # the runtime library fails to load or to start
+            reasons.append(f"cuda-python: {type(e).__name__}: {e}")
+    raise RuntimeError("; ".join(reasons))
+
+
+def cuda_free_memory(index: int = 0) -> int | None:
+    """Free bytes on CUDA device ``index``, None when it cannot be queried (:func:`query_cuda_free`
+    says why)."""
     try:
-        err, device = cudart.cudaGetDevice()
-        cudart.cudaSetDevice(index)
-        err, free, _ = cudart.cudaMemGetInfo()
-        cudart.cudaSetDevice(device)
-        return int(free) if int(err) == 0 else None
+        return query_cuda_free(index)
     except Exception:
         return None
 
 
 def default_budget(device: str = "cpu") -> float:
-    """The automatic budget for ``device`` ("cpu", "cuda", "cuda:N")."""
+    """The automatic budget for ``device`` ("cpu", "cuda", "cuda:N"). A CUDA device whose free
+    memory cannot be read is a BudgetError (the CPU's rule would be a wrong number for it)."""
     device = str(device)
     if device.startswith("cuda"):
         _, _, index = device.partition(":")
-        free = cuda_free_memory(int(index) if index else 0)
-        if free is not None:
-            return int(CUDA_FRACTION * free)
+        try:
+            return int(CUDA_FRACTION * query_cuda_free(int(index) if index else 0))
+        except Exception as e:
+            raise BudgetError(f"cannot read the free memory of {device} for the automatic memory budget ({e}); "
+                              "give the budget explicitly: max_memory='4G' (--max-memory 4G)") from None
     ram = available_ram()
     return CPU_CAP if ram is None else min(CPU_CAP, ram // 4)
 
@@ -259,21 +291,66 @@ def backend_identity(backend) -> str | None:
     return f"v{COST_FORMAT}:{model}:{kind}:{runtime}-{version}:{device}:t{threads}"
 
 
+_cache_warnings: set = set()
+
+
+def _cache_warning(message: str) -> None:
+    import warnings
+
+    if message not in _cache_warnings:  # once per process and problem
+        _cache_warnings.add(message)
+        warnings.warn(message, BudgetWarning, stacklevel=3)
+
+
+def _valid_entry(entry) -> bool:
+    if not isinstance(entry, dict):
+        return False
+    values = [entry.get("bytes_per_pixel"), entry.get("constant")]
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in values):
+        return False
+    return values[0] > 0 and values[1] >= 0
+
+
 def _read_cache() -> dict:
+    """The cache's valid entries. A file that is not JSON, not this cache's format or version, or
+    holds malformed entries is ignored (entirely, or the bad entries) with a BudgetWarning: its
+    numbers are never trusted, and it is rewritten when a cost is next measured."""
+    path = _cache_file()
     try:
-        return json.loads(_cache_file().read_text())
-    except (OSError, ValueError):
+        text = path.read_text()
+    except FileNotFoundError:
         return {}
+    except OSError as e:
+        _cache_warning(f"cannot read the cost cache {path} ({e}): costs are measured again")
+        return {}
+    try:
+        data = json.loads(text)
+    except ValueError:
+        _cache_warning(f"the cost cache {path} is not valid JSON (corrupt): ignored, costs are measured again")
+        return {}
+    if isinstance(data, dict) and "format" not in data and all(str(k).startswith("v1:") for k in data):
+        return {}  # the first layout of this cache (one flat object): measured again, rewritten in this one
+    if not isinstance(data, dict) or data.get("format") != CACHE_FORMAT or not isinstance(data.get("entries"), dict):
+        _cache_warning(f"{path} is not an ast_deploy cost cache of this version: ignored, costs are measured again "
+                       "(delete it to silence this)")
+        return {}
+    if data.get("version") != COST_FORMAT:
+        return {}  # an older or newer layout of ours: measured again, rewritten in this one
+    entries = {k: v for k, v in data["entries"].items() if _valid_entry(v)}
+    if len(entries) != len(data["entries"]):
+        _cache_warning(f"the cost cache {path} has {len(data['entries']) - len(entries)} malformed entr(ies): "
+                       "ignored, measured again")
+    return entries
 
 
 def _write_cache(key: str, cost: Cost) -> None:
-
     entries = _read_cache()
     entries[key] = {**asdict(cost), "when": time.strftime("%Y-%m-%d %H:%M:%S")}
+    data = {"format": CACHE_FORMAT, "version": COST_FORMAT, "entries": entries}
     try:
         path = _cache_file()
         path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write(path, json.dumps(entries, indent=1, sort_keys=True) + "\n")
+        atomic_write(path, json.dumps(data, indent=1, sort_keys=True) + "\n")
     except OSError:
         pass  # a read-only home: measure again next time
 
@@ -342,8 +419,8 @@ def _probe_onnxruntime_gpu(backend, sizes, rng) -> list[tuple[int, int]]:
     arena is not shrunk, so the arena still holds that run's peak (rounded up to its extension
     chunks: an overestimate), then a shrinking run hands it back. Host RSS says nothing here.
     UNTESTED: written without a GPU; other processes on the device add noise to the deltas, and
-    memory a provider frees itself within the run (TensorRT's workspace) is not seen. Where the
-    device cannot be queried the host RSS probe runs instead."""
+    memory a provider frees itself within the run (TensorRT's workspace) is not seen. A device that
+    cannot be queried is a BudgetError (the host's resident set says nothing about it)."""
     import numpy as np
     import onnxruntime as ort
 
@@ -352,8 +429,12 @@ def _probe_onnxruntime_gpu(backend, sizes, rng) -> list[tuple[int, int]]:
         index = int(options.get("device_id", 0))
     except Exception:
         index = 0
-    if cuda_free_memory(index) is None:
-        return _probe_rss(backend, sizes, rng)
+    try:
+        query_cuda_free(index)
+    except Exception as e:
+        raise BudgetError(f"{backend.provider} runs on CUDA device {index}, whose free memory cannot be read ({e}): "
+                          "its memory cost cannot be measured; give max_memory='unlimited' (--max-memory "
+                          "unlimited) to run without a budget") from None
     shrinking, points = backend._run_options, []
     for h, w in sizes:
         x = rng.random((1, 3, h, w), dtype=np.float32)
@@ -371,10 +452,40 @@ def _probe_onnxruntime_gpu(backend, sizes, rng) -> list[tuple[int, int]]:
 
 _MEMO: dict[str, Cost] = {}
 
+CHECK_SLACK = 1.1  # a measurement more than 10 % above the predicted cost is an under-estimate
+CHECK_NOISE = 4 * MiB  # resident-set noise below which no measurement is read as an under-estimate
+
+
+def check_cached_cost(backend, cost: Cost) -> tuple[bool, float, float]:
+    """(holds, predicted bytes, measured bytes) of a cost read from the disk cache, checked by one
+    probe run at the smallest probe size: a cache written elsewhere, by another version, or edited
+    must not decide a plan unchecked. (An over-estimate only wastes memory and is kept.)"""
+    h, w = probe_sizes(backend)[0]
+    (pixels, used), = probe(backend, [(h, w)])
+    predicted = cost.of(1, h, w)
+    return used <= CHECK_SLACK * predicted + CHECK_NOISE, predicted, used
+
+
+def scaled_cost(cost: Cost, used: float, predicted: float) -> Cost:
+    """``cost`` raised so that it predicts ``used`` (a measurement) where it predicted ``predicted``,
+    with the probe's SAFETY margin on top."""
+    factor = SAFETY * used / max(predicted, 1.0)
+    return Cost(cost.bytes_per_pixel * factor, cost.constant * factor, "corrected by a measured run")
+
+
+def remember_cost(backend, cost: Cost) -> None:
+    """Replace the backend's cost in memory and in the disk cache (a correction measured in a run)."""
+    key = backend_identity(backend)
+    if key is not None:
+        _MEMO[key] = cost
+        _write_cache(key, cost)
+
 
 def measure_cost(backend, *, use_cache: bool = True) -> Cost:
     """The backend's working set per call, from ``backend.memory_cost()`` where it knows it (a
-    TensorRT engine), else a probe run; cached in memory and on disk by :func:`backend_identity`."""
+    TensorRT engine), else a probe run; cached in memory and on disk by :func:`backend_identity`.
+    A cost read from disk is checked first (:func:`check_cached_cost`); one that under-estimates is
+    raised to the measurement, rewritten, and reported (BudgetWarning)."""
     known = getattr(backend, "memory_cost", None)
     if callable(known):
         cost = known()
@@ -387,6 +498,13 @@ def measure_cost(backend, *, use_cache: bool = True) -> Cost:
         entry = _read_cache().get(key)
         if entry:
             cost = Cost(entry["bytes_per_pixel"], entry["constant"], "cached probe")
+            holds, predicted, used = check_cached_cost(backend, cost)
+            if not holds:  # raised to pass through the measured point (no larger probe: it may not fit)
+                cost = scaled_cost(cost, used, predicted)
+                _write_cache(key, cost)
+                _cache_warning(f"the cached memory cost of {getattr(backend, 'name', 'this model')} under-estimates "
+                               f"this run ({format_size(used)} measured where it predicts {format_size(predicted)}; "
+                               f"{_cache_file()}): corrected, and plans follow the measurement")
             _MEMO[key] = cost
             return cost
     cost = fit_cost(probe(backend), "probe")

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Iterable
 
 
-from .budget import UNLIMITED, Cost, format_size
+from .budget import UNLIMITED, Cost, GiB, MiB, format_size
 from .protocols import Pad, Protocol, Tiles
 
 MIN_OVERLAP = 32  # pixels; see benchmarks/RESULTS.md (memory) for the overlap / quality trade-off
@@ -95,6 +95,7 @@ class Plan:
     tiled_to_fit: bool = False  # departs from the protocol to fit the budget or the profile
     forced: bool = False  # --tile
     reason: str = ""
+    named: bool = False  # the caller named the protocol: the budget never re-plans it (only a profile may)
 
     @property
     def tiled(self) -> bool:
@@ -121,10 +122,12 @@ def tile_grid_step(protocol: Protocol, size_multiple: int) -> int:
 
 
 def make_plan(h: int, w: int, protocol: Protocol, limits: Limits | Iterable[Limits], size_multiple: int,
-              tile: TileSpec | None = None, images: int = 1) -> Plan:
+              tile: TileSpec | None = None, images: int = 1, *, named: bool = False) -> Plan:
     """The plan for ``images`` images of h x w under every one of ``limits`` (the stricter wins).
     Tiles (planned or forced) cover the image reflect-padded to multiples of
-    :func:`tile_grid_step`, with origins on that grid (``Tiles.grid``)."""
+    :func:`tile_grid_step`, with origins on that grid (``Tiles.grid``). A ``named`` protocol (one
+    the caller chose) is never re-planned for a budget: it runs whole in batches of at least one
+    wherever the profiles take its model input (tiles only where a profile cannot)."""
     limits = [limits] if isinstance(limits, Limits) else list(limits)
     grid = tile_grid_step(protocol, size_multiple)
     pad_h, pad_w = _next_multiple(h, grid), _next_multiple(w, grid)  # what the tiles cover
@@ -132,8 +135,8 @@ def make_plan(h: int, w: int, protocol: Protocol, limits: Limits | Iterable[Limi
         return _forced_tiles(tile, limits, size_multiple, grid, pad_h, pad_w)
     need_h, need_w = protocol.model_input_size(h, w)
     whole = _joint_batch(limits, need_h, need_w)
-    if whole >= 1:
-        return Plan(protocol, whole)
+    if whole >= 1 or named and all(lim.takes(need_h, need_w) for lim in limits):
+        return Plan(protocol, max(1, whole), named=named)
     # Square tiles, as large as every backend takes and its budget holds, no larger than the image.
     cap_h, cap_w = pad_h, pad_w
     if isinstance(protocol, Tiles):  # shrink the official tiles, never grow them
@@ -155,7 +158,34 @@ def make_plan(h: int, w: int, protocol: Protocol, limits: Limits | Iterable[Limi
         reason = "profile" if all(lim.pixels() == math.inf for lim in limits) else "budget and profile"
     if pad_h <= t_h and pad_w <= t_w:
         overlap = 0  # one tile covers the image
-    return Plan(Tiles(t_h, t_w, overlap, "feather", grid), batch, tiled_to_fit=True, reason=reason)
+    return Plan(Tiles(t_h, t_w, overlap, "feather", grid), batch, tiled_to_fit=True, reason=reason, named=named)
+
+
+def protocol_need(protocol: Protocol, h: int, w: int, cost: Cost | None) -> float:
+    """Working memory one h x w image needs to run ``protocol`` as it is (batch 1), by ``cost``."""
+    if cost is None:
+        return 0.0
+    return cost.of(1, *protocol.model_input_size(h, w))
+
+
+def suggest_budget(need: float) -> str:
+    """A --max-memory value at or above ``need`` bytes: tenths of GiB from 1 GiB, else whole MiB."""
+    if need >= GiB:
+        return f"{math.ceil(need / GiB * 10) / 10:g}G"
+    return f"{max(1, math.ceil(need / MiB))}M"
+
+
+def halved_plan(plan: Plan, h: int, w: int, protocol: Protocol, size_multiple: int, hw_range=None) -> Plan | None:
+    """Feathered tiles of at most half the area of ``plan``'s model input, batch 1 (the retry after
+    an allocation failure); None when no tile of the size multiple is that small."""
+    p = plan.protocol
+    t_h, t_w = (p.tile_h, p.tile_w) if isinstance(p, Tiles) else p.model_input_size(h, w)
+    half = t_h * t_w / 2
+    smaller = make_plan(h, w, protocol, Limits(half, Cost(1.0), hw_range, 1), size_multiple)
+    s = smaller.protocol
+    if not isinstance(s, Tiles) or s.tile_h * s.tile_w > half:
+        return None
+    return Plan(s, 1, tiled_to_fit=True, reason="budget (after an allocation failure)")
 
 
 def _forced_tiles(tile: TileSpec, limits: list[Limits], size_multiple: int, grid: int, pad_h: int, pad_w: int) -> Plan:
@@ -217,7 +247,9 @@ def summary_line(counts: dict, budget: float) -> str | None:
         return None
     parts = []
     for (tiles, reason), n in sorted(counts.items()):
-        why = {"--tile": "as --tile asks", "profile": "to fit the engine's profile"}.get(
-            reason, f"to fit the memory budget ({format_size(budget)})" if "budget" in reason else reason)
+        why = {"--tile": "as --tile asks", "profile": "to fit the engine's profile"}.get(reason)
+        if why is None:
+            why = ("after running out of memory (retried at half the tile area)" if "allocation" in reason
+                   else f"to fit the memory budget ({format_size(budget)})" if "budget" in reason else reason)
         parts.append(f"{n} photo{'s' if n != 1 else ''} ran as tiles {tiles} {why}")
     return "; ".join(parts)

@@ -225,24 +225,8 @@ def parse_protocol(spec: str | Protocol) -> Protocol:
 
 def hw_range(shape_range):
     """``((min H, min W), (max H, max W))`` of a backend's ``shapes.ShapeRange`` (B, H, W), unbounded
-    sides as ``sys.maxsize`` (the form ``fit_to_shape_range`` takes), or None."""
+    sides as ``sys.maxsize`` (the form ``planning.Limits`` takes), or None."""
     if shape_range is None:
         return None
     (_, min_h, min_w), (_, max_h, max_w) = shape_range
     return (min_h, min_w), (max_h or sys.maxsize, max_w or sys.maxsize)
-
-
-def fit_to_shape_range(protocol: Protocol, h: int, w: int, shape_range, size_multiple: int) -> Protocol:
-    """The protocol to run an h x w image on a backend that takes only sizes in ``shape_range``
-    ((min_h, min_w), (max_h, max_w)): ``protocol`` itself when its model input fits, otherwise tiles
-    as large as the backend takes (images smaller than its minimum are padded up to it)."""
-    if shape_range is None:
-        return protocol
-    (min_h, min_w), (max_h, max_w) = shape_range
-    need_h, need_w = protocol.model_input_size(h, w)
-    if min_h <= need_h <= max_h and min_w <= need_w <= max_w:
-        return protocol
-    tile_h = max(min_h, min(max_h, _next_multiple(h, size_multiple)))
-    tile_w = max(min_w, min(max_w, _next_multiple(w, size_multiple)))
-    overlap = min(tile_h, tile_w) // 4 if (h > tile_h or w > tile_w) else 0
-    return Tiles(tile_h, tile_w, overlap, getattr(protocol, "blend", "uniform"))

@@ -2,17 +2,28 @@
 their weighted outputs into a band of rows, and hands each band, normalised, to the caller once no
 later tile touches it, so memory holds one batch and one band, never all the tiles. The tile layout
 (sizes, origins, padding, blend) is the ``Tiles`` protocol's (:mod:`ast_deploy.protocols`); this module
-imports none of the package's modules above it.
+imports none of the package's modules (``TileLayout`` is the structural type of what it reads).
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Callable
+from typing import Callable, Protocol
 
 import numpy as np
 
-if TYPE_CHECKING:
-    from .protocols import Tiles
+
+class TileLayout(Protocol):
+    """What this module reads of a tile layout (``protocols.Tiles`` has it); a structural type, so
+    that this module imports nothing of the package above it."""
+
+    tile_h: int
+    tile_w: int
+    overlap: int
+    blend: str
+
+    def padded_size(self, h: int, w: int) -> tuple[int, int]: ...
+
+    def starts(self, length: int, tile: int) -> list[int]: ...
 
 
 def feather(length: int, overlap: int) -> np.ndarray:
@@ -73,19 +84,19 @@ def _take(a: np.ndarray, rows, cols, axis: int) -> np.ndarray:
 Sink = Callable[[int, int, np.ndarray], None]  # (image index, first row, float32 [C, rows, W])
 
 
-def tile_grid(height: int, width: int, tiles: Tiles) -> tuple[list[int], list[int], int, int]:
+def tile_grid(height: int, width: int, tiles: TileLayout) -> tuple[list[int], list[int], int, int]:
     """Tile origins along H and W over the image reflect-padded as ``tiles`` says (to its grid and
     to one tile), and that padded size."""
     ph, pw = tiles.padded_size(height, width)
     return tiles.starts(ph, tiles.tile_h), tiles.starts(pw, tiles.tile_w), ph, pw
 
 
-def count_tiles(height: int, width: int, tiles: Tiles) -> int:
+def count_tiles(height: int, width: int, tiles: TileLayout) -> int:
     tops, lefts, _, _ = tile_grid(height, width, tiles)
     return len(tops) * len(lefts)
 
 
-def run_tiles(source, tiles: Tiles, infer: Callable[[np.ndarray], np.ndarray], batch: int, sink: Sink,
+def run_tiles(source, tiles: TileLayout, infer: Callable[[np.ndarray], np.ndarray], batch: int, sink: Sink,
               progress: Callable[[int, int], None] | None = None) -> None:
     """Run ``tiles`` over every image of ``source``, ``batch`` tiles per ``infer`` call, and hand
     the blended result to ``sink`` band by band (rows in order, each row exactly once). Tiles are
@@ -139,7 +150,7 @@ def run_tiles(source, tiles: Tiles, infer: Callable[[np.ndarray], np.ndarray], b
             progress(done, total)
 
 
-def _blend_weights(tiles: Tiles, tops: list[int], lefts: list[int], ph: int, pw: int):
+def _blend_weights(tiles: TileLayout, tops: list[int], lefts: list[int], ph: int, pw: int):
     """(one tile's weights [th, tw], their sums along the padded rows [ph] and columns [pw])."""
     th, tw, overlap = tiles.tile_h, tiles.tile_w, tiles.overlap
     if tiles.blend == "feather":
@@ -171,7 +182,7 @@ def _flush(band, band_top, end, sum_y, sum_x, height, width, sink, n_img):
         sink(b, band_top, band[b, :, :rows, :width] / total)
 
 
-def run_tiles_to_array(source, tiles: Tiles, infer, batch: int, progress=None) -> np.ndarray:
+def run_tiles_to_array(source, tiles: TileLayout, infer, batch: int, progress=None) -> np.ndarray:
     """:func:`run_tiles` into one float32 [N, C, H, W] output."""
     out = None
 

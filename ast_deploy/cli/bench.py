@@ -9,7 +9,7 @@ import sys
 import numpy as np
 
 from ..bench import benchmark, format_table
-from ..budget import current_rss, format_size, release_memory
+from ..budget import BudgetError, current_rss, format_size, release_memory
 from ..checks.synthetic import synthetic_image
 from ..console import Progress
 from ..fileio import atomic_write
@@ -65,7 +65,11 @@ def main(argv=None) -> int:
             batch = np.stack([synthetic_image(h, w, seed) for seed in range(args.batch)])
             # the process's own baseline (imports, weights), measured after the cost probe; the
             # budget covers the working set on top of it
-            plan = runner.plan_for(h, w, images=args.batch)
+            try:
+                plan = runner.plan_for(h, w, images=args.batch)
+            except BudgetError as e:  # a named protocol over an explicit --max-memory
+                print(f"ast-bench: error: {source}: {e}", file=sys.stderr)
+                return 2
             release_memory()
             baseline = current_rss()
             result = benchmark(runner, batch, runs=args.runs, warmup=args.warmup)

@@ -7,15 +7,20 @@ Exit codes: 0 all images pass, 1 any fails (or the candidate fails to run), 2 ba
 from __future__ import annotations
 
 import argparse
+import math
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 
+from ..budget import BudgetError
 from ..checks.cases import Case, synthetic_cases as generated_cases
 from ..checks.parity import CaseResult, ParityReport, check_parity
 from ..checks.report import text_table, write_json, write_junit
 from ..checks.tolerances import DEFAULT_TOLERANCES, PRECISIONS, tolerance_for
 from ..images import READABLE_SUFFIXES, read_image
+from ..planning import Limits
+from ..protocols import hw_range
 from ..recipes import load_recipe
 from ..shapes import parse_sizes
 from .common import UsageError, add_model_options, add_version, open_runner, tool_main
@@ -82,15 +87,22 @@ def synthetic_cases(sizes: str, seed: int):
 
 
 def paired(reference, candidate):
-    """Both Runners as [N, 3, H, W] -> output callables that run each image with one plan, the
-    stricter of the two (ast_deploy.planning): when either side must tile an image (an engine's
-    profile, a memory budget), both tile it the same way, so the comparison measures the model,
-    not the tiling."""
+    """Both Runners as [N, 3, H, W] -> output callables that run each image with the candidate's
+    plan: the one ast-restore runs with the same flags for the deployed model, whatever the
+    reference's own cost, so the gate checks what users get. Only where the reference cannot take
+    that plan's sizes (an engine's profile) does its profile join the plan."""
+    reference_profile = Limits(math.inf, None, hw_range(reference.backend.shape_range))
+
     def plan(x):
         h, w = x.shape[2:]
-        return reference.plan_for(h, w, others=[candidate.limits()])
+        return candidate.plan_for(h, w, images=len(x), others=[reference_profile])
 
-    return (lambda x: reference.run_nchw(x, plan=plan(x))), (lambda x: candidate.run_nchw(x, plan=plan(x)))
+    def run_reference(x):
+        p = plan(x)
+        shape = p.protocol.model_input_size(*x.shape[2:])
+        return reference.run_nchw(x, plan=replace(p, batch=max(1, reference.limits().batch_for(*shape))))
+
+    return run_reference, (lambda x: candidate.run_nchw(x, plan=plan(x)))
 
 
 def write_outputs(report, args) -> None:
@@ -116,6 +128,9 @@ def main(argv=None) -> int:
     try:
         report = check_parity(*paired(reference, candidate), cases, tolerance, precision=args.precision,
                               names=(args.reference, args.candidate))
+    except BudgetError as e:  # a named protocol over an explicit --max-memory
+        print(f"ast-check: error: {e}", file=sys.stderr)
+        return 2
     except Exception as e:  # a side that crashes or refuses an image fails the gate
 
         message = f"running the comparison failed: {type(e).__name__}: {e}"
@@ -125,9 +140,9 @@ def main(argv=None) -> int:
     report.extra["tolerance_from"] = (str(recipe.path) if recipe is not None and args.precision in recipe.tolerances
                                       else "defaults (ast_deploy.checks.tolerances)")
     print(text_table(report))
-    note = reference.tiling_note()
+    note = candidate.tiling_note()
     if note:
-        print(f"ast-check: both sides ran one plan: {note}", file=sys.stderr)
+        print(f"ast-check: both sides ran the candidate's plan: {note}", file=sys.stderr)
     write_outputs(report, args)
     return 0 if report.passed else 1
 

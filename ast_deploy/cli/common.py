@@ -15,6 +15,7 @@ from pathlib import Path
 
 from ..backends import BackendError, backend_kind
 from ..backends.triton_client import is_server_url
+from ..budget import BudgetWarning
 from ..budget import parse_size as parse_memory_size
 from ..console import Note
 from ..engines.target import TensorRTNotInstalled
@@ -74,6 +75,7 @@ def quiet_libraries() -> None:
     warnings.filterwarnings("default", module=r"ast_deploy(\.|$)")
 
     warnings.filterwarnings("default", category=Note)
+    warnings.filterwarnings("default", category=BudgetWarning)  # once per message: the runner says it once
 
 
 def tool_main(prog: str):
@@ -235,3 +237,13 @@ def expand_inputs(items: list[str], suffixes) -> tuple[list[Path], list[str]]:
     for p in found:
         unique.setdefault(p.resolve(), p)
     return list(unique.values()), problems
+
+
+def summarize(done: int, skipped: list, failures: list[str], outdir, kind: str = "image") -> int:
+    """Print the closing summary; the exit code (1 when an input failed)."""
+    print(f"restored {done} {kind}(s) into {outdir}"
+          + (f", skipped {len(skipped)} that exist (--force overwrites)" if skipped else "")
+          + (f", {len(failures)} failed:" if failures else ""), file=sys.stderr if failures else sys.stdout)
+    for failure in failures:
+        print(f"  {failure}", file=sys.stderr)
+    return 1 if failures else 0

@@ -6,17 +6,20 @@ import argparse
 import sys
 from pathlib import Path
 
+from ..budget import BudgetError
 from ..console import Progress, TileProgress
 from ..images import READABLE_SUFFIXES, restore_file
 from ..outputs import OutputError, plan_outputs
 from ..video.probe import VIDEO_SUFFIXES
 from .restore_video import add_video_options, plan_clips, restore_clips, split_inputs
 from .common import (
+    EXIT_USAGE,
     UsageError,
     add_model_options,
     add_version,
     expand_inputs,
     open_runner,
+    summarize,
     tool_main,
 )
 
@@ -94,6 +97,9 @@ def main(argv=None) -> int:
             try:
                 restore_file(src, dst, runner, side_by_side=args.side_by_side)
                 done += 1
+            except BudgetError as e:  # a named protocol over an explicit --max-memory: usage, not the file
+                bar.write(f"ast-restore: error: {src}: {e}")
+                return EXIT_USAGE
             except Exception as e:  # one bad file must not stop the batch; all are listed at the end
                 failures.append(str(e) if str(src) in str(e) else f"{src}: {type(e).__name__}: {e}")
                 bar.write(f"ast-restore: failed: {failures[-1]}")
@@ -103,16 +109,6 @@ def main(argv=None) -> int:
     if clips:
         print(f"restored {clips_done} clip(s)" + (f", skipped {len(clip_skipped)} that exist" if clip_skipped else ""))
     return summarize(done, skipped, failures, outdir)
-
-
-def summarize(done: int, skipped: list, failures: list[str], outdir, kind: str = "image") -> int:
-    """Print the closing summary; the exit code (1 when an input failed)."""
-    print(f"restored {done} {kind}(s) into {outdir}"
-          + (f", skipped {len(skipped)} that exist (--force overwrites)" if skipped else "")
-          + (f", {len(failures)} failed:" if failures else ""), file=sys.stderr if failures else sys.stdout)
-    for failure in failures:
-        print(f"  {failure}", file=sys.stderr)
-    return 1 if failures else 0
 
 
 if __name__ == "__main__":

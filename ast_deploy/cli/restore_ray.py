@@ -23,8 +23,7 @@ from ..scale import (
     is_uri,
     restore_files,
 )
-from .common import UsageError, load_config
-from .restore import summarize
+from .common import UsageError, load_config, summarize
 
 
 class _Terminated(Exception):

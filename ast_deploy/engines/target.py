@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+import warnings
 from dataclasses import asdict, dataclass
 
 TENSORRT_MISSING = (
@@ -115,12 +116,18 @@ def describe_gpu(device: int = 0) -> tuple[str, str]:
 
     Asks the CUDA driver first (no torch: Jetson's pip torch has no CUDA), then nvidia-smi, then a
     Jetson's device tree."""
-    for ask in (_driver_describe, _nvidia_smi_describe):
+    reasons = []
+    for source, ask in (("CUDA driver", _driver_describe), ("nvidia-smi", _nvidia_smi_describe)):
         try:
             return ask(device)
-        except Exception:
-            pass
-    return jetson_describe() or ("unknown", "unknown")
+        except Exception as e:  # every failure is reported below when no source answers
+            reasons.append(f"{source}: {type(e).__name__}: {str(e).strip()[:200]}")
+    jetson = jetson_describe()
+    if jetson is not None:
+        return jetson
+    warnings.warn(f"cannot identify CUDA device {device} ({'; '.join(reasons)}): its name and compute capability "
+                  "are recorded as 'unknown'", RuntimeWarning, stacklevel=2)
+    return "unknown", "unknown"
 
 
 def select_device(device: int) -> None:
