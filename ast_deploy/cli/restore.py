@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from ..console import Progress, TileProgress
+from ..fileio import WriteError
 from ..images import READABLE_SUFFIXES, restore_file
 from ..outputs import OutputError, plan_outputs
 from .common import (
@@ -18,7 +19,7 @@ from .common import (
     tool_main,
 )
 
-__all__ = ["main", "parser", "plan_outputs", "summarize"]  # plan_outputs lives in ast_deploy.outputs
+__all__ = ["main", "parser", "plan_outputs", "stop_message", "summarize"]  # plan_outputs lives in ast_deploy.outputs
 
 
 def parser() -> argparse.ArgumentParser:
@@ -35,7 +36,8 @@ def parser() -> argparse.ArgumentParser:
     add_model_options(p)
     p.add_argument("--side-by-side", action="store_true", help="write input and result next to each other")
     p.add_argument("--force", action="store_true",
-                   help="overwrite existing outputs (default: skip them; an input is never overwritten), and run "
+                   help="overwrite existing outputs (default: keep them, so that rerunning an interrupted command restores "
+                        "only what is missing; an input is never overwritten), and run "
                         "an ONNX exported for another --task")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress (failures and the summary are printed)")
     add_version(p)
@@ -71,20 +73,35 @@ def main(argv=None) -> int:
         print(f"ast-restore: error: {e}", file=sys.stderr)
         return 2
     failures += clashes
-    done = 0
+    done, stopped = 0, None
     with Progress(total=len(jobs), desc="restoring", unit="image", quiet=args.quiet) as bar:
-        for src, dst in jobs:
+        for index, (src, dst) in enumerate(jobs):
             args.tile_progress.desc = f"tiles of {Path(src).name}"
             try:
                 restore_file(src, dst, runner, side_by_side=args.side_by_side)
                 done += 1
+            except WriteError as e:  # a full or read-only folder fails every later output too: stop
+                failures.append(f"{src}: {e}")
+                if e.folder_failed:
+                    stopped = (e, len(jobs) - index - 1)
+                    break
+                bar.write(f"ast-restore: failed: {failures[-1]}")
             except Exception as e:  # one bad file must not stop the batch; all are listed at the end
                 failures.append(str(e) if str(src) in str(e) else f"{src}: {type(e).__name__}: {e}")
                 bar.write(f"ast-restore: failed: {failures[-1]}")
             bar.update(status=Path(src).name)
     if runner.tiling_note():
         print(f"ast-restore: {runner.tiling_note()}", file=sys.stderr)
+    if stopped:
+        print(stop_message(*stopped), file=sys.stderr)
     return summarize(done, skipped, failures, outdir)
+
+
+def stop_message(error: WriteError, left: int) -> str:
+    """The line that says why a run stopped at a folder that takes no more files, and how to resume."""
+    return (f"ast-restore: error: {error}; stopped with {left} image(s) not attempted (the inputs are "
+            f"untouched, no output is half-written). Free space or make {error.path.parent} writable, then run "
+            "the same command again: finished outputs are kept and only the rest is restored")
 
 
 def summarize(done: int, skipped: list, failures: list[str], outdir) -> int:
