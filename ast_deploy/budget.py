@@ -22,6 +22,7 @@ import os
 import re
 import sys
 import time
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -259,16 +260,39 @@ def backend_identity(backend) -> str | None:
     return f"v{COST_FORMAT}:{model}:{kind}:{runtime}-{version}:{device}:t{threads}"
 
 
-def _read_cache() -> dict:
+def _read_cache(warn: bool = True) -> dict:
+    """The cost cache's entries; a file that is not a JSON object of entries is ignored (with a
+    warning) and replaced by the next measurement."""
+    path = _cache_file()
     try:
-        return json.loads(_cache_file().read_text())
-    except (OSError, ValueError):
+        entries = json.loads(path.read_bytes())
+    except FileNotFoundError:
         return {}
+    except (OSError, ValueError) as e:
+        entries = e
+    if isinstance(entries, dict):
+        return entries
+    if warn:
+        warnings.warn(f"the cost cache {path} is corrupt ({type(entries).__name__}); ignoring it: the cost is "
+                      "measured again and the file rewritten", stacklevel=3)
+    return {}
+
+
+def _cached_cost(entry) -> Cost | None:
+    try:
+        cost = Cost(float(entry["bytes_per_pixel"]), float(entry["constant"]), "cached probe")
+    except (KeyError, TypeError, ValueError):
+        cost = None
+    if cost is None or not (math.isfinite(cost.bytes_per_pixel) and math.isfinite(cost.constant)
+                            and cost.bytes_per_pixel > 0 and cost.constant >= 0):
+        warnings.warn(f"ignoring a corrupt entry of the cost cache {_cache_file()}: measuring again", stacklevel=3)
+        return None
+    return cost
 
 
 def _write_cache(key: str, cost: Cost) -> None:
 
-    entries = _read_cache()
+    entries = _read_cache(warn=False)
     entries[key] = {**asdict(cost), "when": time.strftime("%Y-%m-%d %H:%M:%S")}
     try:
         path = _cache_file()
@@ -385,8 +409,8 @@ def measure_cost(backend, *, use_cache: bool = True) -> Cost:
         if key in _MEMO:
             return _MEMO[key]
         entry = _read_cache().get(key)
-        if entry:
-            cost = Cost(entry["bytes_per_pixel"], entry["constant"], "cached probe")
+        cost = _cached_cost(entry) if entry is not None else None
+        if cost is not None:
             _MEMO[key] = cost
             return cost
     cost = fit_cost(probe(backend), "probe")
