@@ -27,7 +27,7 @@ def parser() -> argparse.ArgumentParser:
                                 "results are written as PNG, same bit depth as the source.")
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders of images, or glob patterns")
     p.add_argument("-o", "--out", required=True, metavar="OUTDIR", help="folder for the restored images")
-    source = p.add_mutually_exclusive_group(required=True)
+    source = p.add_mutually_exclusive_group()  # none: --task's engines/TASK/ast-TASK.onnx (default_model)
     source.add_argument("--engine", help="TensorRT engine (.plan / .engine)")
     source.add_argument("--onnx", help="ONNX model")
     source.add_argument("--weights", help="PyTorch checkpoint (with --task or --config)")
@@ -57,6 +57,8 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     if (args.workers is not None or args.gpus_per_worker) and not args.ray:
         p.error("--workers and --gpus-per-worker need --ray")
+    if not (args.engine or args.onnx or args.weights or args.server):
+        args.onnx = default_model(p, args)
 
     inputs, failures = expand_inputs(args.inputs, READABLE_SUFFIXES)
     try:  # where the outputs go is checked before the model is loaded (ast_deploy.outputs)
@@ -102,6 +104,22 @@ def stop_message(error: WriteError, left: int) -> str:
     return (f"ast-restore: error: {error}; stopped with {left} image(s) not attempted (the inputs are "
             f"untouched, no output is half-written). Free space or make {error.path.parent} writable, then run "
             "the same command again: finished outputs are kept and only the rest is restored")
+
+
+def default_model(p: argparse.ArgumentParser, args) -> str:
+    """The model when no model option is given: the ONNX that ``ast-export --task TASK`` writes by
+    default, engines/TASK/ast-TASK.onnx (relative to the current folder), when it exists."""
+    flags = "--onnx, --engine, --weights or --server"
+    if args.task is None:
+        p.error(f"no model given: use {flags}, or --task TASK to run engines/TASK/ast-TASK.onnx "
+                "(which ast-export --task TASK makes)")
+    path = Path("engines") / args.task / f"ast-{args.task}.onnx"
+    if not path.is_file():
+        p.error(f"no model given and {path} does not exist: make it with ast-export --task {args.task} "
+                f"(in this folder), or give {flags}")
+    if not args.quiet:
+        print(f"ast-restore: no model option given: using {path}", file=sys.stderr)
+    return str(path)
 
 
 def summarize(done: int, skipped: list, failures: list[str], outdir) -> int:
