@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import sys
+import threading
 
 import numpy as np
 from PIL import Image as PILImage
@@ -101,14 +102,16 @@ class Runner:
         self.tile = parse_tile(tile)
         self.progress = progress
         self._cost = None
+        self._lock = threading.Lock()  # threads sharing the Runner: one probe, no lost count
         self.tiled_photos: dict = {}  # (tiles, reason) -> photos, for the one message per run
 
     @property
     def cost(self):
         """The backend's measured working set per call (a probe run the first time; cached)."""
         if self._cost is None:
-
-            self._cost = measure_cost(self.backend)
+            with self._lock:  # threads that start together measure once, not in parallel (and wrong)
+                if self._cost is None:
+                    self._cost = measure_cost(self.backend)
         return self._cost
 
     def limits(self):
@@ -142,7 +145,8 @@ class Runner:
 
         if plan.tiled:
             key = (str(plan.protocol), plan.reason)
-            self.tiled_photos[key] = self.tiled_photos.get(key, 0) + source.images
+            with self._lock:
+                self.tiled_photos[key] = self.tiled_photos.get(key, 0) + source.images
         try:
             if pixels_out is not None:
                 depth = 8 if pixels_out.dtype == np.uint8 else 16
