@@ -406,7 +406,7 @@ def test_build_without_tensorrt_explains_where_to_build(tmp_path, capsys):
         pytest.skip("TensorRT is importable here")
     model = tiny_onnx(tmp_path / "m.onnx")
     with pytest.raises(TensorRTNotInstalled, match=r"TensorRT is not installed.*build on the target machine.*"
-                                                   r"JetPack ships TensorRT.*pip install tensorrt"):
+                                                   r"pip install --extra-index-url https://pypi\.nvidia\.com.*JetPack's TensorRT"):
         build_engine(model, shapes="1x3x128x128")
     from ast_deploy.cli.build import main
 
