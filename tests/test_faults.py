@@ -4,7 +4,6 @@ restores only what is missing. The reference is an uninterrupted run of the same
 
 import hashlib
 import json
-import os
 import subprocess
 import sys
 import threading
@@ -152,20 +151,21 @@ def test_a_folder_that_turns_read_only_mid_run(reference, tmp_path, capsys):
         subprocess.run(["umount", str(out)], check=True)
 
 
-def test_a_corrupt_cost_cache_is_ignored_with_a_warning(reference, tmp_path):
-    """Through the command in a fresh process (the cost is memoized per process), with a cache that is
-    JSON but not an object of entries: the run's output is the uninterrupted one, the warning names the
-    file, and the file is rewritten as a JSON object."""
+def test_a_corrupt_cost_cache_is_ignored_with_a_warning(reference, tmp_path, monkeypatch, capsys):
+    """A cache that is JSON but not an object of entries (before: AttributeError, exit 1): the run's
+    output is the uninterrupted one, the warning names the file, and the file is rewritten as a JSON
+    object. The cost is memoized per process, so the memo is emptied first (as a new process has it)."""
+    from ast_deploy import budget
+
     src, want = reference
     cache = tmp_path / "cache"
     cache.mkdir()
     (cache / "cost.json").write_text("[1, 2]")
-    result = subprocess.run([sys.executable, "-m", "ast_deploy.cli.restore", str(src / "p0.png"), "-o",
-                             str(tmp_path / "out"), *MODEL, "-q"], capture_output=True, text=True, timeout=120,
-                            env={**os.environ, "AST_DEPLOY_CACHE": str(cache)})
-    assert result.returncode == 0, result.stderr
-    assert f"the cost cache {cache / 'cost.json'} is corrupt" in result.stderr
-    assert "Traceback" not in result.stderr
+    monkeypatch.setenv("AST_DEPLOY_CACHE", str(cache))
+    monkeypatch.setattr(budget, "_MEMO", {})
+    assert restore.main([str(src / "p0.png"), "-o", str(tmp_path / "out"), *MODEL, "-q"]) == 0
+    err = capsys.readouterr().err
+    assert f"the cost cache {cache / 'cost.json'} is corrupt" in err and "Traceback" not in err
     assert (tmp_path / "out" / "p0.png").read_bytes() == want["p0.png"]
     entries = json.loads((cache / "cost.json").read_text())
     assert isinstance(entries, dict) and len(entries) == 1
