@@ -20,6 +20,7 @@ import subprocess
 from importlib import metadata
 
 from .engines.dla import DLAError, check_dla_support, detect_platform
+from .engines.target import TENSORRT_INSTALL
 
 GiB = 1 << 30
 MiB = 1 << 20
@@ -31,8 +32,7 @@ TRT_AOT_FROM = (10, 9)       # tensorrt.plugin.aot_impl
 INSTALL = {
     "torch": 'pip install -e ".[export]" (on Jetson: the PyTorch wheel for your JetPack from NVIDIA, not pip\'s)',
     "gpu": "an NVIDIA GPU and driver (nvidia-smi); on Jetson, JetPack",
-    "tensorrt": 'pip install --extra-index-url https://pypi.nvidia.com -e ".[tensorrt]" (CUDA 12) or '
-                '".[tensorrt-cu13]" (CUDA 13); on Jetson: JetPack\'s TensorRT (apt install nvidia-tensorrt / python3-libnvinfer)',
+    "tensorrt": TENSORRT_INSTALL,
     "tensorrt.plugin": "TensorRT >= 10.6 for Python plugins, >= 10.9 for AOT plugins (JetPack 6 ships 10.3: "
                        "ast-build uses the ONNX function bodies there)",
     "onnxruntime": 'pip install -e ".[cpu]" (CPU) or ".[gpu]" (NVIDIA GPU); never both',

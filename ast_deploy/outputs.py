@@ -5,6 +5,11 @@ An output may be written when it is not one of the inputs (compared as resolved 
 ``os.path.samefile``, so links and hard links count; refused whatever the flags), does not exist or
 ``force`` is given, and its folder can be created and written. The folder is checked before any
 model is loaded or any image restored.
+
+Rerunning a command that was interrupted (Ctrl-C, ``kill -9``, a full disk, a lost Ray driver)
+resumes it: the outputs that exist and are complete are kept, a PNG cut short (no end chunk: a copy
+interrupted by another tool) is restored again, and the temporary files that killed writers left
+in the folder are removed.
 """
 
 from __future__ import annotations
@@ -12,6 +17,25 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path
+
+from .console import note
+from .fileio import remove_stale_temporaries
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+PNG_END = b"\x00\x00\x00\x00IEND\xaeB`\x82"  # the IEND chunk: length 0, type, CRC
+
+
+def is_truncated_png(path) -> bool:
+    """A file that starts as a PNG but does not end with its IEND chunk (written in part)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(8)
+            f.seek(0, os.SEEK_END)
+            f.seek(max(0, f.tell() - len(PNG_END)))
+            tail = f.read()
+    except OSError:
+        return False
+    return head == PNG_SIGNATURE and tail != PNG_END
 
 
 class OutputError(ValueError):
@@ -74,6 +98,9 @@ def check_output(dst, inputs=(), force: bool = False, exists=None) -> bool:
     if dst.is_dir():
         raise OutputError(f"{dst}: a folder is in the way of this output")
     present = (exists or (lambda p: Path(p).exists()))(dst)
+    if present and not force and exists is None and is_truncated_png(dst):
+        note(f"{dst} is a PNG cut short (an interrupted copy?): it is restored again")
+        return True
     return force or not present
 
 
@@ -84,6 +111,10 @@ def plan_outputs(inputs, outdir, force: bool, exists=None):
     Raises OutputError, before anything is written, when an output would replace an input or the
     folder cannot be written (``check_output_dir``, ``check_output``)."""
     check_output_dir(outdir)
+    if not _is_uri(outdir):
+        left = remove_stale_temporaries(outdir, ".png")
+        if left:
+            note(f"removed {len(left)} temporary file(s) that an interrupted run left in {outdir}")
     inputs = list(inputs)
     jobs, skipped, failures, claimed, replacing = [], [], [], {}, []
     for src in inputs:

@@ -20,6 +20,7 @@ from .checks import validate_onnx
 from .checks.report import export_table, write_json
 from .console import Progress
 from .demo import DEMO_NOTICE, demo_weights
+from .engines.target import TENSORRT_INSTALL
 from .metadata import export_metadata
 from .opsets import MAX_OPSET, MIN_OPSET, SUPPORTED_OPSETS
 from .precision.int8 import DEFAULT_PLACEMENT
@@ -112,7 +113,8 @@ def build_engine_or_explain(onnx_path: Path, recipe: Recipe, echo: Callable[[str
     """Build the engine where TensorRT is installed, else print the ast-build command for the target."""
     command = ast_build_command(onnx_path, recipe, static_shape)
     if importlib.util.find_spec("tensorrt") is None:
-        echo(f"TensorRT is not installed here: the ONNX is ready. On the target machine run:\n  {command}")
+        echo(f"TensorRT is not installed here: the ONNX is ready. On the target machine (TensorRT: "
+             f"{TENSORRT_INSTALL}) run:\n  {command}")
         return
     try:
         from .engines.build import build_engine

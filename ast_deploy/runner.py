@@ -13,6 +13,7 @@ import os
 import sys
 import warnings
 from dataclasses import replace
+import threading
 
 import numpy as np
 from PIL import Image as PILImage
@@ -133,6 +134,7 @@ class Runner:
         self.progress = progress
         self._cost = None
         self._replan_warned = False
+        self._lock = threading.Lock()  # threads sharing the Runner: one probe, no lost count
         self.tiled_photos: dict = {}  # (tiles, reason) -> photos, for the one message per run
         if self.named and self.explicit_budget and self.tile is None and isinstance(self.protocol, Tiles):
             self._check_named_fits(self.protocol, self.protocol.tile_h, self.protocol.tile_w)
@@ -141,7 +143,9 @@ class Runner:
     def cost(self):
         """The backend's measured working set per call (a probe run the first time; cached)."""
         if self._cost is None:
-            self._cost = measure_cost(self.backend)
+            with self._lock:  # threads that start together measure once, not in parallel (and wrong)
+                if self._cost is None:
+                    self._cost = measure_cost(self.backend)
         return self._cost
 
     def limits(self):
@@ -221,7 +225,8 @@ class Runner:
                 release_memory()
         if plan.tiled:
             key = (str(plan.protocol), plan.reason)
-            self.tiled_photos[key] = self.tiled_photos.get(key, 0) + images
+            with self._lock:
+                self.tiled_photos[key] = self.tiled_photos.get(key, 0) + images
         return result
 
     def _guarded(self, plan, h: int, w: int, images: int, fixed: bool) -> GuardedInfer:

@@ -14,13 +14,16 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+import logging
 import os
 import shutil
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
 
+from .fileio import temporary_name
 from .images import (
     Image,
     encode_png,
@@ -30,6 +33,8 @@ from .images import (
     to_unit_float,
     write_png,
 )
+from .outputs import is_truncated_png
+from .reaper import descendants, watch
 
 RAY_MISSING = 'Ray Data is not installed; install it with: pip install -e ".[ray]"'
 # CPUs a decoding task asks for. Ray Data fuses a task map into the next actor map when both ask the
@@ -68,11 +73,17 @@ def _loopback_node():
     saved_env = {k: os.environ.get(k) for k in ("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "RAY_USAGE_STATS_ENABLED")}
     saved = getattr(ray_constants, "ENABLE_RAY_CLUSTER", None)
     os.environ.update(RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0", RAY_USAGE_STATS_ENABLED="0")
+    # Ray 2.60 turns token authentication on for a new local cluster (token in ~/.ray/auth_token) and
+    # warns that it did, with how to opt out: keep it on, without the warning (README: Scale out).
+    auth_log = logging.getLogger("ray._private.authentication.authentication_token_setup")
+    auth_level = auth_log.level
+    auth_log.setLevel(logging.ERROR)
     if saved is not None:
         ray_constants.ENABLE_RAY_CLUSTER = False
     try:
         yield
     finally:
+        auth_log.setLevel(auth_level)
         if saved is not None:
             ray_constants.ENABLE_RAY_CLUSTER = saved
         for key, value in saved_env.items():
@@ -100,13 +111,14 @@ def cluster(address: str, *, num_cpus: int | None = None, num_gpus: int | None =
     if ray.is_initialized():
         yield ray
         return
-    temp = None
+    temp, reaper = None, None
     try:
         if address == "local":
             temp = tempfile.mkdtemp(prefix="ast-ray-", dir="/tmp")  # short: Ray's socket paths must fit 107 bytes
             with _loopback_node():
                 ray.init(address="local", _node_ip_address="127.0.0.1", include_dashboard=False, _temp_dir=temp,
                          num_cpus=num_cpus, num_gpus=num_gpus)
+            reaper = watch(descendants(os.getpid()), temp)  # a driver killed -9 leaves no agent or folder
             check_loopback(ray)
         else:
             ray.init(address=address)
@@ -120,12 +132,16 @@ def cluster(address: str, *, num_cpus: int | None = None, num_gpus: int | None =
     finally:
         if temp is not None and not ray.is_initialized():
             shutil.rmtree(temp, ignore_errors=True)
+            if reaper is not None:
+                reaper.close()
     try:
         yield ray
     finally:
         ray.shutdown()
         if temp is not None:
             shutil.rmtree(temp, ignore_errors=True)
+        if reaper is not None:
+            reaper.close()
 
 
 def _first_line(e: BaseException) -> str:
@@ -199,7 +215,8 @@ def write_output(dst: str, pixels: np.ndarray, bit_depth: int) -> None:
         return
     fs, path = _pyarrow_fs(dst)
     parent, name = path.rsplit("/", 1) if "/" in path else ("", path)
-    tmp = f"{parent}/.{name}.{os.getpid()}.{os.urandom(4).hex()}.tmp" if parent else f".{name}.tmp"
+    tmp = temporary_name(name, os.urandom(4).hex())
+    tmp = f"{parent}/{tmp}" if parent else tmp
     try:
         with fs.open_output_stream(tmp) as f:
             f.write(encode_png(pixels, bit_depth))
@@ -243,7 +260,7 @@ class _FileRestorer:
     def __call__(self, row: dict) -> dict:
 
         result = {"src": row["src"], "dst": row["dst"], "error": row["error"]}
-        if not row["error"]:
+        if not row["error"] and not _written_since(row["out"], row["since"]):
             try:
                 pixels = np.asarray(row["pixels"])  # the exact float32 pixels read_image gave
                 pixels = pixels if np.issubdtype(pixels.dtype, np.floating) else to_unit_float(pixels)[0]
@@ -252,6 +269,18 @@ class _FileRestorer:
             except Exception as e:  # one bad file must not stop the batch
                 result["error"] = _failure(row, e)
         return result
+
+
+def _written_since(out: str, since: float) -> bool:
+    """Whether this job already wrote ``out`` (a local path): a task that Ray retries after its worker
+    died (killed, out of memory) between writing the output and reporting it does not write it twice.
+    The driver planned only outputs that were absent (or, with --force, older than ``since``)."""
+    if is_uri(out):
+        return False
+    try:
+        return os.stat(out).st_mtime >= since and not is_truncated_png(out)
+    except OSError:
+        return False
 
 
 class _ArrayRestorer:
@@ -312,7 +341,8 @@ def restore_files(ray, jobs, source, runner_kwargs: dict, *, workers=None, gpus_
     """Yield (src, dst, error) for each (src, dst) job as the cluster finishes it ("" when written)."""
     size, actor_cpus = pool_size(ray, workers, gpus_per_worker)
     # Workers need not share the driver's working directory: they get absolute paths.
-    items = [{"src": str(src), "path": str(Path(src).absolute()), "dst": str(dst),
+    since = time.time()
+    items = [{"src": str(src), "path": str(Path(src).absolute()), "dst": str(dst), "since": since,
               "out": dst if is_uri(dst) else str(Path(dst).absolute())} for src, dst in jobs]
     ds = ray.data.from_items(items, override_num_blocks=len(items))  # one path per block: streamed reads
     ds = ds.map(_read_row, num_cpus=READ_CPUS)

@@ -159,7 +159,7 @@ def test_tensorrt_backend_without_tensorrt_says_so(tmp_path):
     if have_tensorrt():
         pytest.skip("TensorRT is importable here")
     (tmp_path / "model.plan").write_bytes(b"not an engine")
-    with pytest.raises(TensorRTNotInstalled, match="TensorRT is not installed.*JetPack.*pip install tensorrt"):
+    with pytest.raises(TensorRTNotInstalled, match=r"TensorRT is not installed.*pip install --extra-index-url.*JetPack"):
         open_backend(tmp_path / "model.plan")
 
 

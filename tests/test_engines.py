@@ -1,4 +1,5 @@
 import dataclasses
+import hashlib
 import json
 import os
 import sys
@@ -151,7 +152,9 @@ def test_engine_and_sidecar_writes(tmp_path, monkeypatch):
     engine = tmp_path / "e.plan"
     write_engine(engine, b"old-engine", {"cache_key": "old"})
     assert engine.read_bytes() == b"old-engine" and is_cached(engine, "old") and not is_cached(engine, "new")
-    assert read_sidecar(engine) == {"cache_key": "old"} and sidecar_path(engine).name == "e.plan.json"
+    assert read_sidecar(engine) == {"cache_key": "old", "engine_bytes": 10,
+                                    "engine_sha256": hashlib.sha256(b"old-engine").hexdigest()}
+    assert sidecar_path(engine).name == "e.plan.json"
 
     def crash(*args):
         raise OSError("disk full")
@@ -167,6 +170,24 @@ def test_engine_and_sidecar_writes(tmp_path, monkeypatch):
     assert not is_cached(engine, "old") and not is_cached(engine, "new")
     atomic_write(tmp_path / "sub" / "f.txt", "text")
     assert (tmp_path / "sub" / "f.txt").read_text() == "text"
+
+
+def test_a_corrupt_cached_engine_is_not_reused(tmp_path):
+    """An engine damaged after it was cached (a flipped byte, a cut copy) is not a cache hit, so
+    ast-build rebuilds it, and says why; a sidecar of an older release (no content record) still hits."""
+    engine = tmp_path / "e.plan"
+    write_engine(engine, b"engine-bytes" * 100, {"cache_key": "k"})
+    assert is_cached(engine, "k")
+    damaged = bytearray(engine.read_bytes())
+    damaged[500] ^= 1
+    engine.write_bytes(bytes(damaged))
+    with pytest.warns(UserWarning, match="e.plan is corrupt.*rebuilding"):
+        assert not is_cached(engine, "k")
+    engine.write_bytes(b"engine-bytes" * 50)  # cut short
+    with pytest.warns(UserWarning, match="corrupt"):
+        assert not is_cached(engine, "k")
+    sidecar_path(engine).write_text(json.dumps({"cache_key": "k"}))
+    assert is_cached(engine, "k")
 
 
 # ---------------------------------------------------------------- Polygraphy loader chain
@@ -385,7 +406,7 @@ def test_build_without_tensorrt_explains_where_to_build(tmp_path, capsys):
         pytest.skip("TensorRT is importable here")
     model = tiny_onnx(tmp_path / "m.onnx")
     with pytest.raises(TensorRTNotInstalled, match=r"TensorRT is not installed.*build on the target machine.*"
-                                                   r"JetPack ships TensorRT.*pip install tensorrt"):
+                                                   r"pip install --extra-index-url https://pypi\.nvidia\.com.*JetPack's TensorRT"):
         build_engine(model, shapes="1x3x128x128")
     from ast_deploy.cli.build import main
 

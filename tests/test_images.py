@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ast_deploy.images import ImageError, read_image, restore_file, write_png
+from ast_deploy.images import ImageError, quantize, read_image, restore_file, write_png
 
 
 @pytest.fixture()
@@ -92,3 +92,18 @@ def test_restore_file(tmp_path, rgb8, tiny_model):
         warnings.simplefilter("error")
         expected = runner(rgb8)
     assert np.abs(restored[:, 60:].astype(int) - expected).max() <= 1
+
+
+def test_16bit_outputs_are_written_at_16bit_precision(tmp_path):
+    """Closed form: the floats k / 65535 quantize to k for every 16-bit k, and the 16-bit PNG written
+    from them reads back (pypng) as k; an 8-bit detour would keep 256 of the 65536 values."""
+    import png
+
+    k = np.arange(65536, dtype=np.uint16).reshape(256, 256)
+    pixels = np.repeat((k.astype(np.float64) / 65535).astype(np.float32)[..., None], 3, axis=-1)
+    np.testing.assert_array_equal(quantize(pixels, 16), np.repeat(k[..., None], 3, axis=-1))
+    write_png(tmp_path / "ramp.png", pixels, 16)
+    width, height, rows, info = png.Reader(filename=str(tmp_path / "ramp.png")).asDirect()
+    assert info["bitdepth"] == 16 and (width, height) == (256, 256)
+    read = np.vstack([np.asarray(row, dtype=np.uint16) for row in rows]).reshape(256, 256, 3)
+    np.testing.assert_array_equal(read[..., 1], k)

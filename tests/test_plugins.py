@@ -377,8 +377,20 @@ def test_real_qdp_builtin_int_attributes_break_on_older_tensorrt_with_numpy_2_4(
 
 
 def test_numpy_is_the_one_a_fresh_install_resolves():
-    """The real-QDP tests above matter under NumPy >= 2.4 (what the project's range resolves to)."""
-    if tuple(int(p) for p in np.__version__.split(".")[:2]) < (2, 4):
+    """The real-QDP tests above matter under NumPy >= 2.4: the project's NumPy range must let a fresh
+    install resolve it (conventions: nothing pins NumPy below 2), and this environment must be one."""
+    import re
+
+    from packaging.requirements import Requirement
+    from packaging.version import Version
+
+    pyproject = (Path(__file__).resolve().parents[1] / "pyproject.toml").read_text()
+    ranges = [Requirement(r).specifier for r in re.findall(r'"(numpy[^"]*)"', pyproject)]
+    assert ranges, "no NumPy requirement found in pyproject.toml"
+    for spec in ranges:
+        assert spec.contains(Version("2.4.0")), f"pyproject.toml keeps NumPy out of 2.4: {spec}"
+        assert spec.contains(Version(np.__version__)), f"NumPy {np.__version__} is outside the project's {spec}"
+    if Version(np.__version__) < Version("2.4"):
         pytest.skip(f"NumPy {np.__version__} here: the int(f.data) hazard needs >= 2.4 to show")
 
 

@@ -342,12 +342,52 @@ def test_int8_sensitivity_matches_a_planted_weight_and_the_top_node_goes_first(d
 
 
 def test_int8_calibration_is_cached(demo_onnx, calib, work):
+    """The cache holds the calibration images' MinMax ranges: the model input's is the images' own
+    minimum and maximum, and a MatMul input's is its minimum and maximum over an ONNX Runtime run of
+    the FP32 model with that tensor exposed; and a second quantization reads it (a planted range
+    becomes the input's symmetric scale)."""
+    import json
     from pathlib import Path
+
+    from onnxruntime.quantization.calibrate import load_tensors_data
 
     from ast_deploy.precision.int8 import quantize_int8
 
     report = quantize_int8(demo_onnx, work / "cached_int8.onnx", calib)
-    assert Path(report["calibration"]["cache"]).is_file()
+    cache = Path(report["calibration"]["cache"])
+    data = load_tensors_data(cache).data
+
+    def ranges(name):
+        return tuple(float(np.asarray(v).max()) for v in data[name].range_value)  # 0-d arrays here
+
+    model = onnx.load(str(demo_onnx))
+    input_name = model.graph.input[0].name
+    low, high = min(float(b.min()) for b in calib.batches), max(float(b.max()) for b in calib.batches)
+    assert ranges(input_name) == pytest.approx((low, high), rel=1e-6, abs=1e-7)
+    absmax = max(abs(low), abs(high))
+
+    inits = {t.name for t in model.graph.initializer}
+    matmul = next(n for n in model.graph.node if n.op_type == "MatMul" and n.input[1] in inits)
+    probe = onnx.load(str(demo_onnx))
+    del probe.graph.output[:]
+    probe.graph.output.extend([onnx.ValueInfoProto(name=matmul.input[0])])
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(probe.SerializeToString(), providers=["CPUExecutionProvider"])
+    seen = [session.run(None, {input_name: b})[0] for b in calib.batches]
+    seen = (min(float(v.min()) for v in seen), max(float(v.max()) for v in seen))
+    assert seen[0] < 0 < seen[1]  # a range whose sign matters
+    assert ranges(matmul.input[0]) == pytest.approx(seen, rel=1e-5, abs=1e-6)
+
+    raw = json.loads(cache.read_text())
+    raw["data"][input_name].update(lowest=-4 * absmax, highest=4 * absmax)
+    cache.write_text(json.dumps(raw))
+    again = quantize_int8(demo_onnx, work / "cached_int8_again.onnx", calib)
+    assert again["calibration"]["cache"] == str(cache)
+    quantized = onnx.load(str(work / "cached_int8_again.onnx"))
+    q = next(n for n in quantized.graph.node if n.op_type == "QuantizeLinear" and n.input[0] == input_name)
+    scale = next(numpy_helper.to_array(t) for t in quantized.graph.initializer if t.name == q.input[1])
+    assert float(scale) == pytest.approx(4 * absmax / 127, rel=1e-5)
 
 
 # -- wiring into ast-export ------------------------------------------------------------------

@@ -3,9 +3,12 @@
 The model is the demo checkpoint (no export needed); the references are the single-process
 ast-restore and the Runner, run in this process."""
 
+import re
 import subprocess
 import sys
+import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -157,3 +160,134 @@ def test_outputs_on_a_pyarrow_filesystem_uri(tmp_path):
     write_png(tmp_path / "local.png", image.pixels, image.bit_depth)
     assert (out / "deep16.png").read_bytes() == (tmp_path / "local.png").read_bytes()
     assert sorted(p.name for p in out.iterdir()) == ["deep16.png", "p1.png"]  # no temporary file left
+
+
+# ------------------------------------------------------------------- faults (issue 24)
+
+FAULT_NAMES = [f"f{i}.png" for i in range(6)]
+
+
+@pytest.fixture(scope="module")
+def fault_reference(tmp_path_factory):
+    """Six photos and the outputs of one uninterrupted single-process run."""
+    root = tmp_path_factory.mktemp("ray-faults")
+    rng = np.random.default_rng(44)
+    (root / "in").mkdir()
+    for name in FAULT_NAMES:
+        Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(root / "in" / name)
+    assert restore.main([str(root / "in"), "-o", str(root / "ref"), *MODEL, "-q"]) == 0
+    return root / "in", {name: (root / "ref" / name).read_bytes() for name in FAULT_NAMES}
+
+
+def _finished(out):
+    """The outputs in ``out`` (and nothing else: no temporary file) with their inodes."""
+    return {p.name: p.stat().st_ino for p in out.iterdir()} if out.exists() else {}
+
+
+def _when_first_output(out, action, deadline_s=120):
+    deadline = time.monotonic() + deadline_s
+    while time.monotonic() < deadline:
+        if any(out.glob("f*.png")):
+            return action()
+        time.sleep(0.005)
+    return None
+
+
+def test_a_worker_killed_mid_run_loses_and_repeats_nothing(fault_reference, tmp_path, ray_cluster, capsys):
+    """kill -9 of the actor process in the middle of ast-restore --ray: Ray restarts it and retries its
+    images; every output is the single-process one, each reported once, none written twice."""
+    src, want = fault_reference
+    out = tmp_path / "out"
+    seen = {}
+
+    def kill_the_actor():
+        actors = [p for p in _cluster_processes() if "_FileRestorer" in " ".join(p.cmdline())]
+        seen.update(finished=_finished(out), pids=[p.pid for p in actors])
+        for p in actors:
+            p.kill()
+
+    watcher = threading.Thread(target=_when_first_output, args=(out, kill_the_actor))
+    watcher.start()
+    code = restore.main([str(src), "-o", str(out), *MODEL, "--ray", "local", "--workers", "1"])
+    watcher.join()
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert len(seen["pids"]) == 1 and 1 <= len(seen["finished"]) < len(FAULT_NAMES), seen
+    assert "restored 6 image(s)" in captured.out
+    after = _finished(out)
+    assert sorted(after) == FAULT_NAMES
+    assert {name: after[name] for name in seen["finished"]} == seen["finished"]  # not written again
+    for name in FAULT_NAMES:
+        assert (out / name).read_bytes() == want[name], name
+
+
+def test_a_retried_task_does_not_write_its_output_again(fault_reference, tmp_path):
+    """The restorer's side of a retry: an output this job already wrote (after ``since``) is left as
+    it is; one older than the job (--force over an old output) is written."""
+    from ast_deploy.scale import _FileRestorer
+
+    src, want = fault_reference
+    restorer = _FileRestorer(str(demo_weights()), dict(task="derain", protocol="pad:64"))
+    out = tmp_path / "f0.png"
+    out.write_bytes(b"written by this job before its worker died")
+    row = {"src": "f0.png", "path": str(src / "f0.png"), "dst": str(out), "out": str(out), "error": "",
+           "pixels": np.asarray(Image.open(src / "f0.png")), "bit_depth": 8, "since": time.time() - 60}
+    assert restorer(row)["error"] == ""
+    assert out.read_bytes() == b"written by this job before its worker died"
+    assert restorer({**row, "since": time.time() + 60})["error"] == ""
+    assert out.read_bytes() == want["f0.png"]
+
+
+def test_a_killed_driver_then_the_same_command_restores_only_what_is_missing(fault_reference, tmp_path,
+                                                                              ray_cluster, capsys):
+    """kill -9 of ast-restore --ray local (its own cluster) mid-run: no Ray process or folder of its
+    cluster is left; the same command again keeps the finished outputs, removes a temporary file a
+    killed writer left, restores the rest, and the outputs are the single-process ones."""
+    src, want = fault_reference
+    out = tmp_path / "out"
+    command = [str(src), "-o", str(out), *MODEL, "--ray", "local", "--workers", "1"]
+    driver = subprocess.Popen([sys.executable, "-m", "ast_deploy.cli.restore", *command],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    seen = {}
+
+    def kill_the_driver():
+        below = psutil.Process(driver.pid).children(recursive=True)
+        seen.update(finished=_finished(out), processes=below,
+                    folders={m for p in below for m in re.findall(r"/tmp/ast-ray-[^/ ]+", " ".join(p.cmdline()))})
+        driver.kill()
+
+    try:
+        _when_first_output(out, kill_the_driver)
+    finally:
+        driver.kill()
+        driver.wait(timeout=30)
+    assert seen, "the driver wrote no output in time"
+    assert 1 <= len(seen["finished"]) < len(FAULT_NAMES), seen["finished"]
+    assert len(seen["folders"]) == 1, seen["folders"]
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and any(_alive(p) for p in seen["processes"]):
+        time.sleep(0.2)
+    assert not [p.pid for p in seen["processes"] if _alive(p)], "Ray processes outlived their killed driver"
+    assert not any(Path(folder).exists() for folder in seen["folders"])
+
+    missing = [name for name in FAULT_NAMES if name not in seen["finished"]]
+    stale = out / f".{missing[0]}.{seen['processes'][0].pid}.d0a6ed.tmp"  # a killed writer's leftover
+    stale.write_bytes(b"\x89PNG half")
+    before = _finished(out)
+    assert restore.main(command) == 0  # joins the module's cluster as --ray local does when connected
+    captured = capsys.readouterr()
+    assert "removed 1 temporary file(s)" in captured.err
+    assert f"restored {len(FAULT_NAMES) - len(before) + 1} image(s)" in captured.out
+    assert f"skipped {len(before) - 1} that exist" in captured.out
+    after = _finished(out)
+    assert sorted(after) == FAULT_NAMES
+    assert all(after[name] == ino for name, ino in before.items() if name != stale.name)
+    for name in FAULT_NAMES:
+        assert (out / name).read_bytes() == want[name], name
+
+
+def _alive(process) -> bool:
+    try:
+        return process.is_running() and process.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False

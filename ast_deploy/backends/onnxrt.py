@@ -57,7 +57,8 @@ class SessionFromOnnx:
         first = PROVIDER_CHOICES[self.providers][0]
         if self.providers in ("cuda", "tensorrt") and first not in available:
             raise BackendError(f"{first} is not available in this onnxruntime build (available: {', '.join(available)}); "
-                               "install onnxruntime-gpu, or use providers='cpu'")
+                               "install the GPU runtime (pip install -e \".[gpu]\" on a machine with an NVIDIA GPU), or run on "
+                               "the CPU (--device cpu)")
         providers = [(p, self.provider_options[p]) if p in self.provider_options else p for p in wanted]
         try:
             session = open_session(self.path, providers, intra_op_threads=self.intra_op_threads)

@@ -22,6 +22,7 @@ from ..engines.target import TensorRTNotInstalled
 from ..planning import parse_tile
 from ..runner import Runner, check_device
 from ..shapes import parse_size
+from ..tasks import get_task
 
 EXIT_USAGE, EXIT_INTERRUPTED, EXIT_TERMINATED = 2, 130, 143
 
@@ -131,6 +132,14 @@ def device_arg(text: str) -> str:
         raise argparse.ArgumentTypeError(str(e)) from None
 
 
+def task_arg(text: str) -> str:
+    """argparse type of ``--task``: a known task, named in the error when it is not."""
+    try:
+        return get_task(text).name
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
 def size_arg(text: str) -> tuple[int, int]:
     """argparse type of an ``HxW`` option (``--shape``)."""
     try:
@@ -150,7 +159,7 @@ def _size_multiple_arg(text: str) -> int:
 
 
 def add_model_options(p: argparse.ArgumentParser, protocol_help: str = "") -> None:
-    p.add_argument("--task", help="task (derain, deraindrop, dehaze): architecture and inference protocol")
+    p.add_argument("--task", type=task_arg, help="task (derain, deraindrop, dehaze): architecture and inference protocol")
     p.add_argument("--config", metavar="JSON", help="architecture of a checkpoint: a JSON file or a JSON object")
     p.add_argument("--protocol", help="inference protocol, e.g. square-pad:128, pad:128, tiles:384:80 "
                                       "(default: the task's, else pad to the model's size multiple)" + protocol_help)

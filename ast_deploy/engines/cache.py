@@ -7,6 +7,7 @@ import hashlib
 import json
 import os
 import time
+import warnings
 from pathlib import Path
 
 from ..fileio import atomic_write  # noqa: F401  (re-exported: engines write through it)
@@ -54,10 +55,13 @@ def sidecar_content(*, key: str, engine_path, onnx, target: Target, profile, opt
 
 
 def write_engine(engine_path, engine_bytes, sidecar: dict) -> Path:
-    """Write an engine and then its sidecar. The old sidecar goes first: a crash part-way leaves an
-    engine without a sidecar (rebuilt next time), never a new engine under an old sidecar's key."""
+    """Write an engine and then its sidecar, which records the engine's size and SHA-256. The old
+    sidecar goes first: a crash part-way leaves an engine without a sidecar (rebuilt next time),
+    never a new engine under an old sidecar's key."""
     sidecar_path(engine_path).unlink(missing_ok=True)
-    atomic_write(engine_path, bytes(engine_bytes))
+    engine_bytes = bytes(engine_bytes)
+    sidecar = {**sidecar, "engine_bytes": len(engine_bytes), "engine_sha256": hashlib.sha256(engine_bytes).hexdigest()}
+    atomic_write(engine_path, engine_bytes)
     atomic_write(sidecar_path(engine_path), json.dumps(sidecar, indent=2, sort_keys=True) + "\n")
     return Path(engine_path)
 
@@ -71,6 +75,24 @@ def read_sidecar(engine_path) -> dict | None:
 
 
 def is_cached(engine_path, key: str) -> bool:
-    """True when ``engine_path`` exists and its sidecar says it was built under ``key``."""
+    """True when ``engine_path`` exists, its sidecar says it was built under ``key``, and its content is
+    the one the sidecar records (a damaged or cut engine is rebuilt, with a warning)."""
     sidecar = read_sidecar(engine_path)
-    return Path(engine_path).is_file() and sidecar is not None and sidecar.get("cache_key") == key
+    if not Path(engine_path).is_file() or sidecar is None or sidecar.get("cache_key") != key:
+        return False
+    if "engine_sha256" not in sidecar:  # written before sidecars recorded the content
+        return True
+    if Path(engine_path).stat().st_size == sidecar.get("engine_bytes") and \
+            file_sha256(engine_path) == sidecar["engine_sha256"]:
+        return True
+    warnings.warn(f"the cached engine {engine_path} is corrupt (its content is not the one its sidecar records); "
+                  "rebuilding it", stacklevel=2)
+    return False
+
+
+def file_sha256(path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            h.update(block)
+    return h.hexdigest()

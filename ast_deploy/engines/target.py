@@ -6,11 +6,14 @@ import subprocess
 import warnings
 from dataclasses import asdict, dataclass
 
+# The one install hint for TensorRT: ast-build, ast-export, ast-doctor and the README give this.
+TENSORRT_INSTALL = ('pip install --extra-index-url https://pypi.nvidia.com -e ".[tensorrt]" (CUDA 12; '
+                    '".[tensorrt-cu13]" for CUDA 13); on Jetson, JetPack\'s TensorRT '
+                    '(apt install nvidia-tensorrt / python3-libnvinfer)')
 TENSORRT_MISSING = (
     "TensorRT is not installed here (the Python module 'tensorrt' cannot be imported). Engines are "
-    "specific to one GPU model and TensorRT version, so build on the target machine: on Jetson, JetPack "
-    "ships TensorRT; on x86, pip install tensorrt (or NVIDIA's TensorRT packages). The ONNX model runs "
-    "anywhere meanwhile (onnxruntime).")
+    "specific to one GPU model and TensorRT version, so build on the target machine, with TensorRT "
+    f"installed there: {TENSORRT_INSTALL}. The ONNX model runs anywhere meanwhile (onnxruntime).")
 
 
 class TensorRTNotInstalled(RuntimeError):
