@@ -95,9 +95,9 @@ class Runner:
         budget_device = str(getattr(self.backend, "device", device))  # a TensorRT engine is on a GPU
         if "CUDA" in str(getattr(self.backend, "provider", "")):
             budget_device = device if str(device).startswith("cuda") else "cuda"
-        # a server applies its own budget (ast-serve repo --max-memory); the client only sends whole images
+        # a server plans with its own budget (its core model's, reported to the client): whole images go to it
         serves = getattr(self.backend, "applies_protocol", False)
-        self.budget = float("inf") if serves else resolve_budget(max_memory, budget_device)
+        self.budget = self.backend.budget if serves else resolve_budget(max_memory, budget_device)
         self.tile = parse_tile(tile)
         self.progress = progress
         self._cost = None
@@ -136,13 +136,16 @@ class Runner:
 
         return infer
 
+    def _count_tiled(self, plan, images: int) -> None:
+        if plan.tiled:
+            key = (str(plan.protocol), plan.reason)
+            self.tiled_photos[key] = self.tiled_photos.get(key, 0) + images
+
     def _run_plan(self, source, plan, pixels_out=None):
         """Run ``plan`` on a planning source; float32 NCHW result, or, with ``pixels_out`` (an
         H x W x 3 integer array), the quantized result written into it band by band."""
 
-        if plan.tiled:
-            key = (str(plan.protocol), plan.reason)
-            self.tiled_photos[key] = self.tiled_photos.get(key, 0) + source.images
+        self._count_tiled(plan, source.images)
         try:
             if pixels_out is not None:
                 depth = 8 if pixels_out.dtype == np.uint8 else 16
@@ -167,6 +170,7 @@ class Runner:
         plan = plan or self.plan_for(h, w, protocol, images=len(x))
         x = np.ascontiguousarray(x, dtype=np.float32)
         if getattr(self.backend, "applies_protocol", False):  # a server: it runs the plan on whole images
+            self._count_tiled(plan, len(x))
             return self.backend.run_protocol(x, plan.protocol)
         if isinstance(plan.protocol, Tiles):
             return self._run_plan(ArraySource(x), plan)
@@ -174,6 +178,19 @@ class Runner:
             return plan.protocol.run(x, self._infer_in(plan.batch))
         finally:
             release_memory()
+
+    def restore_pixels(self, rgb: np.ndarray, protocol: str | Protocol | None = None) -> np.ndarray:
+        """A uint8 / uint16 H x W x 3 photo -> the restored photo of the same type. Tiles read and
+        write the photo's own pixels; a server gets the whole photo and pads or tiles it itself."""
+        plan = self.plan_for(*rgb.shape[:2], protocol)
+        if getattr(self.backend, "applies_protocol", False):
+            self._count_tiled(plan, 1)
+            return self.backend.run_pixels(rgb, plan.protocol)
+        if isinstance(plan.protocol, Tiles):
+            return self._run_plan(PixelSource(rgb), plan, np.empty(rgb.shape, dtype=rgb.dtype))
+        pixels, depth = to_unit_float(rgb)
+        restored = self.run_nchw(pixels.transpose(2, 0, 1)[None], plan=plan)[0]
+        return quantize(restored.transpose(1, 2, 0), depth)
 
     def tiling_note(self) -> str | None:
         """One line saying how many photos ran as tiles and why (None when none did)."""
@@ -200,14 +217,7 @@ class Runner:
         if x.dtype.kind == "u" and x.dtype.itemsize == 2:
             x = x.astype(np.uint16)  # big-endian 16-bit (as some decoders give it) in native order
         if x.dtype in (np.uint8, np.uint16):
-            rgb = to_rgb(x, "input")
-            plan = self.plan_for(*rgb.shape[:2])
-            if isinstance(plan.protocol, Tiles):  # tiles read and write the photo's own pixels
-
-                return self._run_plan(PixelSource(rgb), plan, np.empty(rgb.shape, dtype=rgb.dtype))
-            pixels, depth = to_unit_float(rgb)
-            restored = self.run_nchw(pixels.transpose(2, 0, 1)[None])[0]
-            return quantize(restored.transpose(1, 2, 0), depth)
+            return self.restore_pixels(to_rgb(x, "input"))
         if not np.issubdtype(x.dtype, np.floating):
             raise TypeError(f"unsupported pixel type {x.dtype}: give uint8/uint16 HWC or float CHW/NCHW")
         if x.ndim == 3:
