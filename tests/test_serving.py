@@ -474,7 +474,7 @@ def test_malformed_requests_get_errors_and_the_server_keeps_serving(served, loca
             tensor = grpc.InferInput(name, list(array.shape), dtype)
             tensor.set_data_from_numpy(array)
             inputs.append(tensor)
-        return client.infer(model, inputs)
+        return client.infer(model, inputs, client_timeout=120)  # bounded, even where a check is missing
 
     nan = np.full((3, 20, 30), 0.5, np.float32)
     nan[1, 4, 7] = np.nan
@@ -593,3 +593,21 @@ def test_sigterm_with_requests_in_flight_loses_nothing(server_env, demo_onnx, lo
     assert answered >= 1  # the one in the core finished
     assert not server_processes(repo)
     assert not our_shm_files(process.pid)
+
+
+@pytest.mark.slow
+def test_load_of_64_clients_no_error_no_leak_batched(server_env, tmp_path):
+    """benchmarks/bench_serving.py --load: 64 clients, 500 requests over HTTP then 500 over gRPC, each
+    answer compared with the local Runner; server memory after 1,000 requests within 10 % of after 100;
+    the core's statistics show batches of more than one request."""
+    out = tmp_path / "load.json"
+    result = subprocess.run([sys.executable, str(REPO_ROOT / "benchmarks" / "bench_serving.py"), "--load",
+                             "--out", str(out)], env=cli_env(), capture_output=True, text=True, timeout=3600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    print(result.stdout)
+    r = json.loads(out.read_text())
+    for kind in ("http", "grpc"):
+        assert r[kind]["clients"] == 64 and r[kind]["requests"] == 500
+        assert r[kind]["errors"] == 0 and r[kind]["mismatches"] == 0, r[kind]["first_error"]
+    assert r["memory_after_all"] <= 1.10 * r["memory_after_100"], "server memory grew by more than 10 %"
+    assert r["core_executions"] < r["core_inferences"] and max(int(b) for b in r["core_batches"]) > 1
