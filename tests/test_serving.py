@@ -356,7 +356,9 @@ def test_concurrent_requests_are_batched_by_the_core(served, local):
     runner.backend.close()
     inferences, executions = core_stats(served["ports"]["http"])
     inferences, executions = inferences - inferences0, executions - executions0
-    assert inferences == 16  # one core inference per photo (square-pad: one padded image each)
+    # one core inference per photo (square-pad: one padded image each), and a cost query from each front
+    # instance that had not asked the core yet (none when the module's earlier tests ran)
+    assert 16 <= inferences <= 16 + 4
     assert executions < inferences, f"{executions} executions for {inferences} inferences: no dynamic batching"
 
 
