@@ -62,8 +62,9 @@ def _client_module(protocol: str):
 
 
 class TritonClientBackend(Backend):
-    """Restores whole images through a served front model. ``infer`` takes any [B, 3, H, W] batch
-    (the server pads and tiles); ``run_protocol`` sends the plan the Runner chose."""
+    """Restores whole images through a served front model, which pads and tiles them: ``run_pixels``
+    sends a uint8 / uint16 photo, ``run_protocol`` float images, each with the plan the Runner chose
+    when it is not the served protocol; ``budget`` and ``memory_cost`` are the core's."""
 
     applies_protocol = True
 
