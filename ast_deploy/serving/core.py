@@ -73,6 +73,16 @@ class CoreModel:
         sizes = [s for s in (self.backend.max_batch, fit) if s]
         return min(sizes) if sizes else 0
 
+    def _infer(self, batch: np.ndarray) -> np.ndarray:
+        """One backend call, then the freed heap handed back (glibc keeps it otherwise, and what one
+        tile left would sit under the next tile's peak: +200 MiB at 448x448 tiles on the demo model)."""
+        from ..budget import release_memory
+
+        try:
+            return self.backend.infer(batch)
+        finally:
+            release_memory()
+
     def execute(self, requests):
         pb = self.pb
         results: list = [None] * len(requests)
@@ -88,7 +98,7 @@ class CoreModel:
             batch = np.concatenate([arrays[i] for i in members]).astype(np.float32, copy=False)
             try:
                 size = self._chunk(*shape[1:]) or len(batch)
-                out = np.concatenate([self.backend.infer(batch[j : j + size]) for j in range(0, len(batch), size)])
+                out = np.concatenate([self._infer(batch[j : j + size]) for j in range(0, len(batch), size)])
             except Exception as e:  # a bad size must fail its requests, not the model
                 for i in members:
                     results[i] = pb.InferenceResponse(output_tensors=[], error=pb.TritonError(f"{type(e).__name__}: {e}"))
