@@ -126,9 +126,9 @@ class Runner:
         budget_device = str(getattr(self.backend, "device", device))  # a TensorRT engine is on a GPU
         if "CUDA" in str(getattr(self.backend, "provider", "")):
             budget_device = device if str(device).startswith("cuda") else "cuda"
-        # a server applies its own budget (ast-serve repo --max-memory); the client only sends whole images
+        # a server plans with its own budget (its core model's, reported to the client): whole images go to it
         serves = getattr(self.backend, "applies_protocol", False)
-        self.budget = float("inf") if serves else resolve_budget(max_memory, budget_device)
+        self.budget = self.backend.budget if serves else resolve_budget(max_memory, budget_device)
         self.explicit_budget = max_memory is not None
         self.tile = parse_tile(tile)
         self.progress = progress
@@ -223,11 +223,14 @@ class Runner:
                 retried = True
             finally:
                 release_memory()
+        self._count_tiled(plan, images)
+        return result
+
+    def _count_tiled(self, plan, images: int) -> None:
         if plan.tiled:
             key = (str(plan.protocol), plan.reason)
             with self._lock:
                 self.tiled_photos[key] = self.tiled_photos.get(key, 0) + images
-        return result
 
     def _guarded(self, plan, h: int, w: int, images: int, fixed: bool) -> GuardedInfer:
         step = min(plan.batch, self.backend.max_batch or plan.batch)
@@ -321,8 +324,19 @@ class Runner:
         plan = plan or self.plan_for(h, w, protocol, images=len(x))
         x = np.ascontiguousarray(x, dtype=np.float32)
         if getattr(self.backend, "applies_protocol", False):  # a server: it runs the plan on whole images
+            self._count_tiled(plan, len(x))
             return self.backend.run_protocol(x, plan.protocol)
         return self._run_plan(ArraySource(x), plan, fixed=fixed)
+
+    def restore_pixels(self, rgb: np.ndarray, protocol: str | Protocol | None = None) -> np.ndarray:
+        """A uint8 / uint16 H x W x 3 photo -> the restored photo of the same type. Tiles read and
+        write the photo's own pixels; a server gets the whole photo and pads or tiles it itself."""
+        plan = self.plan_for(*rgb.shape[:2], protocol)
+        if getattr(self.backend, "applies_protocol", False):
+            self._count_tiled(plan, 1)
+            return self.backend.run_pixels(rgb, plan.protocol)
+        # tiles read and write the photo's own pixels; a whole run converts it once
+        return self._run_plan(PixelSource(rgb), plan, np.empty(rgb.shape, dtype=rgb.dtype))
 
     def tiling_note(self) -> str | None:
         """One line saying how many photos ran as tiles and why (None when none did)."""
@@ -349,13 +363,7 @@ class Runner:
         if x.dtype.kind == "u" and x.dtype.itemsize == 2:
             x = x.astype(np.uint16)  # big-endian 16-bit (as some decoders give it) in native order
         if x.dtype in (np.uint8, np.uint16):
-            rgb = to_rgb(x, "input")
-            if getattr(self.backend, "applies_protocol", False):
-                pixels, depth = to_unit_float(rgb)
-                return quantize(self.run_nchw(pixels.transpose(2, 0, 1)[None])[0].transpose(1, 2, 0), depth)
-            plan = self.plan_for(*rgb.shape[:2])
-            # tiles read and write the photo's own pixels; a whole run converts it once
-            return self._run_plan(PixelSource(rgb), plan, np.empty(rgb.shape, dtype=rgb.dtype))
+            return self.restore_pixels(to_rgb(x, "input"))
         if not np.issubdtype(x.dtype, np.floating):
             raise TypeError(f"unsupported pixel type {x.dtype}: give uint8/uint16 HWC or float CHW/NCHW")
         if x.ndim == 3:

@@ -32,6 +32,9 @@ from ast_deploy.serving.repository import RepositoryError, write_repository  # n
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PROTOCOL = "square-pad:128"  # the derain task's, which the demo ONNX's ast.task gives the front model
+# The shared server's budget: the odd photos (square-pad to 256x256, ~140 MiB on the demo model) run
+# whole, a 300x420 photo (512x512: ~540 MiB) must be tiled.
+SERVED_BUDGET = "192M"
 ODD_SIZES = [(97, 131), (150, 70), (61, 203)]
 
 
@@ -122,17 +125,22 @@ def test_repository_config_parses_with_triton_protobuf(backend, demo_onnx, tmp_p
         assert (tmp_path / "repo" / "derain_core" / "1" / "model.onnx").read_bytes() == demo_onnx.read_bytes()
     assert (tmp_path / "repo" / "derain_core" / "1" / "model.py").exists() == (backend == "python")
     assert core.instance_group[0].count == 2
-    assert [t.name for t in core.input] == ["input"] and [t.name for t in core.output] == ["output"]
-    for tensor in list(core.input) + list(core.output):
+    outputs = ["output", "COST"] if backend == "python" else ["output"]  # COST: the python core's cost query
+    assert [t.name for t in core.input] == ["input"] and [t.name for t in core.output] == outputs
+    for tensor in list(core.input) + list(core.output)[:1]:
         assert list(tensor.dims) == [3, -1, -1] and tensor.data_type == pb.TYPE_FP32
+    if backend == "python":
+        assert list(core.output[1].dims) == [3] and core.output[1].data_type == pb.TYPE_FP64
+        assert core.parameters["max_memory"].string_value == "auto"
     assert core.HasField("dynamic_batching")
 
     assert front.backend == "python" and front.max_batch_size == 0
     inputs = {t.name: t for t in front.input}
     assert inputs["IMAGE"].data_type == pb.TYPE_UINT8 and list(inputs["IMAGE"].dims) == [-1, -1, 3]
+    assert inputs["IMAGE16"].data_type == pb.TYPE_UINT16 and list(inputs["IMAGE16"].dims) == [-1, -1, 3]
     assert inputs["INPUT"].data_type == pb.TYPE_FP32 and list(inputs["INPUT"].dims) == [3, -1, -1]
     assert all(t.optional for t in front.input)
-    assert {t.name for t in front.output} == {"OUTPUT_IMAGE", "OUTPUT"}
+    assert {t.name for t in front.output} == {"OUTPUT_IMAGE", "OUTPUT_IMAGE16", "OUTPUT"}
     params = {k: v.string_value for k, v in front.parameters.items()}
     assert params["core_model"] == "derain_core" and params["protocol"] == PROTOCOL
     assert params["size_multiple"] == "64"
@@ -258,7 +266,7 @@ def served(server_env, demo_onnx, tmp_path_factory):
     always stopped at the end."""
     root = tmp_path_factory.mktemp("served")
     repo = root / "repo"
-    write_repository(demo_onnx, repo, name="derain", backend="python", front_instances=4)
+    write_repository(demo_onnx, repo, name="derain", backend="python", front_instances=4, max_memory=SERVED_BUDGET)
     log = root / "tritonserver.log"
     process, ports = start_cli_server(repo, log)
     try:
@@ -287,6 +295,11 @@ def test_served_photos_equal_the_local_runner(served, local, kind):
         assert np.abs(got.astype(int) - want.astype(int)).max() <= 1  # equal within 1/255
     x = photos(1)[0].transpose(2, 0, 1).astype(np.float32) / 255  # float in, float out, not clipped
     np.testing.assert_allclose(runner(x), local(x), atol=1e-5)
+    if kind == "grpc":  # 16-bit photos go whole as IMAGE16 and come back at 16 bits
+        deep = (photos(1)[1].astype(np.uint16) * 257) ^ np.uint16(0x00A5)
+        got = runner(deep)
+        assert got.dtype == np.uint16 and np.abs(got.astype(int) - local(deep).astype(int)).max() <= 257
+        assert np.any(got % 257)  # not 8-bit values scaled up
     runner.backend.close()
 
 
@@ -314,6 +327,7 @@ def test_served_tiles_follow_the_plan_sent(served, demo_onnx):
 
 
 def core_stats(port: int) -> tuple[int, int]:
+    """(inference count, execution count) of the core model, from the server's statistics."""
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/models/derain_core/stats", timeout=10) as r:
         stats = json.loads(r.read())["model_stats"][0]
     return int(stats["inference_count"]), int(stats["execution_count"])
@@ -342,44 +356,164 @@ def test_concurrent_requests_are_batched_by_the_core(served, local):
     runner.backend.close()
     inferences, executions = core_stats(served["ports"]["http"])
     inferences, executions = inferences - inferences0, executions - executions0
-    assert inferences == 16  # one core inference per photo (square-pad: one padded image each)
+    # one core inference per photo (square-pad: one padded image each), and a cost query from each front
+    # instance that had not asked the core yet (none when the module's earlier tests ran)
+    assert 16 <= inferences <= 16 + 4
     assert executions < inferences, f"{executions} executions for {inferences} inferences: no dynamic batching"
 
 
+def core_process(repo: Path, core: str = "derain_core"):
+    """The core model's stub process (psutil): the Python-backend stub whose command line names its model.py."""
+    import psutil
+
+    model = str(repo / core / "1" / "model.py")
+    found = [p for p in psutil.process_iter(["cmdline"]) if model in " ".join(p.info["cmdline"] or [])]
+    assert len(found) == 1, found
+    return found[0]
+
+
+def status_bytes(pid: int, field: str) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field):
+            return int(line.split()[1]) * 1024
+    raise AssertionError(f"no {field} in /proc/{pid}/status")
+
+
+def ask_core_cost(port: int):
+    """The core's answer to a cost query, asked directly over HTTP."""
+    import tritonclient.http as http
+
+    from ast_deploy.serving.core import read_cost_answer
+
+    client = http.InferenceServerClient(f"127.0.0.1:{port}")
+    probe = http.InferInput("input", [1, 3, 64, 64], "FP32")
+    probe.set_data_from_numpy(np.zeros((1, 3, 64, 64), np.float32))
+    answer = client.infer("derain_core", [probe], outputs=[http.InferRequestedOutput("COST")]).as_numpy("COST")
+    client.close()
+    return read_cost_answer(answer)
+
+
+def test_served_plan_uses_the_cost_measured_in_the_core(served, demo_onnx):
+    """The core measures its own cost (in its own process) and the front plans with it: a photo whose
+    whole run exceeds the served budget is tiled on the server as make_plan says with the core's
+    numbers, and the core's peak resident memory stays within the budget."""
+    import tritonclient.grpc as grpc
+
+    from ast_deploy.backends import open_backend
+    from ast_deploy.budget import measure_cost, parse_size
+    from ast_deploy.planning import Limits, make_plan
+    from ast_deploy.tiling import count_tiles
+    from ast_deploy.protocols import parse_protocol
+
+    cost, budget = ask_core_cost(served["ports"]["http"])
+    assert budget == parse_size(SERVED_BUDGET)
+    with open_backend(str(demo_onnx), "cpu", providers="cpu") as backend:  # ONNX Runtime in this process
+        here = measure_cost(backend, use_cache=False)
+    assert 0.5 < cost.bytes_per_pixel / here.bytes_per_pixel < 2, (cost, here)
+
+    photo = photos(6)[0]
+    photo = np.concatenate([np.concatenate([photo] * 3, 1)[:, :420]] * 4)[:300]  # 300x420
+    plan = make_plan(300, 420, parse_protocol(PROTOCOL), Limits(budget, cost, ((64, 64), (1 << 30, 1 << 30))), 64)
+    assert plan.tiled_to_fit, plan  # the whole run (512x512) does not fit 192 MiB at the core's cost
+    core = core_process(served["repo"])
+    inferences = core_stats(served["ports"]["http"])[0]
+    base = core.memory_info().rss
+    Path(f"/proc/{core.pid}/clear_refs").write_text("5")  # reset the core's peak-RSS mark (VmHWM)
+    client = grpc.InferenceServerClient(f"127.0.0.1:{served['ports']['grpc']}")
+    tensor = grpc.InferInput("IMAGE", list(photo.shape), "UINT8")
+    tensor.set_data_from_numpy(photo)  # the whole photo, no PROTOCOL: the server plans
+    got = client.infer("derain", [tensor]).as_numpy("OUTPUT_IMAGE")
+    client.close()
+    peak = status_bytes(core.pid, "VmHWM:") - base
+    print(f"core cost {cost.bytes_per_pixel:.0f} B/pixel (here {here.bytes_per_pixel:.0f}); plan {plan.protocol}; "
+          f"core peak +{peak / 2 ** 20:.0f} MiB on a {SERVED_BUDGET} budget")
+    assert peak <= budget, f"the core grew by {peak / 2 ** 20:.0f} MiB over its {SERVED_BUDGET} budget"
+    want = Runner(str(demo_onnx), protocol=str(plan.protocol), max_memory="unlimited")(photo)
+    assert np.abs(got.astype(int) - want.astype(int)).max() <= 1  # the plan of the core's numbers
+    tiles = count_tiles(*photo.shape[:2], plan.protocol)
+    assert core_stats(served["ports"]["http"])[0] - inferences >= tiles > 1  # tiles, not one whole run
+
+
+def raw_http(port: int, path: str, body: bytes, headers: dict) -> tuple[int, str]:
+    import http.client
+
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    try:
+        connection.request("POST", path, body=body, headers=headers)
+        response = connection.getresponse()
+        return response.status, response.read().decode(errors="replace")
+    finally:
+        connection.close()
+
+
+def truncated_request(port: int) -> str:
+    """An HTTP request whose IMAGE declares 20x30x3 bytes of binary data, of which the body holds 100."""
+    header = json.dumps({"inputs": [{"name": "IMAGE", "shape": [20, 30, 3], "datatype": "UINT8",
+                                     "parameters": {"binary_data_size": 1800}}]}).encode()
+    body = header + bytes(100)
+    status, text = raw_http(port, "/v2/models/derain/infer", body,
+                            {"Inference-Header-Content-Length": str(len(header)), "Content-Type": "application/octet-stream"})
+    assert status >= 400, (status, text)
+    return text
+
+
+def ready(port: int) -> bool:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/health/ready", timeout=10) as r:
+        return r.status == 200
+
+
 def test_malformed_requests_get_errors_and_the_server_keeps_serving(served, local):
+    """Every kind of bad request gets an error that names the problem; the server stays ready and the
+    next good request (and odd-sized ones) are answered correctly."""
     import tritonclient.grpc as grpc
     from tritonclient.utils import InferenceServerException
 
     client = grpc.InferenceServerClient(f"127.0.0.1:{served['ports']['grpc']}")
 
-    def request(**arrays):
+    def request(model="derain", **arrays):
         inputs = []
         for name, (array, dtype) in arrays.items():
             tensor = grpc.InferInput(name, list(array.shape), dtype)
             tensor.set_data_from_numpy(array)
             inputs.append(tensor)
-        return client.infer("derain", inputs)
+        return client.infer(model, inputs, client_timeout=120)  # bounded, even where a check is missing
 
-    bad = {
-        "wrong dtype": dict(IMAGE=(np.zeros((20, 30, 3), np.float32), "FP32")),
-        "wrong rank": dict(IMAGE=(np.zeros((20, 30), np.uint8), "UINT8")),
-        "wrong channels": dict(INPUT=(np.zeros((4, 20, 30), np.float32), "FP32")),
-        "0-sized": dict(IMAGE=(np.zeros((0, 30, 3), np.uint8), "UINT8")),
-        "both inputs": dict(IMAGE=(np.zeros((20, 30, 3), np.uint8), "UINT8"),
-                            INPUT=(np.zeros((3, 20, 30), np.float32), "FP32")),
-        "no input": dict(PROTOCOL=(np.array([b"pad:64"], dtype=np.object_), "BYTES")),
-        "bad protocol": dict(INPUT=(np.zeros((3, 20, 30), np.float32), "FP32"),
-                             PROTOCOL=(np.array([b"stretch:7"], dtype=np.object_), "BYTES")),
+    nan = np.full((3, 20, 30), 0.5, np.float32)
+    nan[1, 4, 7] = np.nan
+    huge = np.zeros((4100, 8200, 3), np.uint8)  # 33.6 MP: 192 MiB of buffers in and out, over the budget
+    bad = {  # what: (arrays, words the error must contain)
+        "wrong dtype": (dict(IMAGE=(np.zeros((20, 30, 3), np.float32), "FP32")), ["IMAGE", "FP32"]),
+        "wrong rank": (dict(IMAGE=(np.zeros((20, 30), np.uint8), "UINT8")), ["IMAGE", "shape"]),
+        "wrong channels": (dict(INPUT=(np.zeros((4, 20, 30), np.float32), "FP32")), ["INPUT", "shape"]),
+        "zero-sized": (dict(IMAGE=(np.zeros((0, 30, 3), np.uint8), "UINT8")), ["IMAGE is empty"]),
+        "NaN": (dict(INPUT=(nan, "FP32")), ["NaN", "y=4, x=7"]),
+        "Inf": (dict(INPUT=(np.full((3, 8, 8), np.inf, np.float32), "FP32")), ["192 non-finite", "Inf"]),
+        "beyond the budget": (dict(IMAGE=(huge, "UINT8")), ["4100x8200", "budget of 192MiB"]),
+        "missing input": (dict(PROTOCOL=(np.array([b"pad:64"], dtype=np.object_), "BYTES")), ["exactly one of"]),
+        "both inputs": (dict(IMAGE=(np.zeros((20, 30, 3), np.uint8), "UINT8"),
+                             INPUT=(np.zeros((3, 20, 30), np.float32), "FP32")), ["exactly one of", "IMAGE and INPUT"]),
+        "bad protocol": (dict(INPUT=(np.zeros((3, 20, 30), np.float32), "FP32"),
+                              PROTOCOL=(np.array([b"stretch:7"], dtype=np.object_), "BYTES")), ["stretch:7"]),
+        "wrong model name": (dict(model="nosuchmodel", IMAGE=(np.zeros((20, 30, 3), np.uint8), "UINT8")),
+                             ["nosuchmodel"]),
     }
-    for what, arrays in bad.items():
+    answered = {}
+    for what, (arrays, words) in bad.items():
         with pytest.raises(InferenceServerException) as caught:
             request(**arrays)
-        assert caught.value.message(), what
-    assert "exactly one of IMAGE" in str(caught.value) or "protocol" in str(caught.value).lower()
-    assert served["process"].poll() is None
-    photo = photos(4)[1]
-    got = request(IMAGE=(photo, "UINT8")).as_numpy("OUTPUT_IMAGE")
-    assert np.abs(got.astype(int) - local(photo).astype(int)).max() <= 1
+        answered[what] = message = caught.value.message()
+        assert all(word in message for word in words), (what, message)
+    del huge
+    answered["truncated body"] = message = truncated_request(served["ports"]["http"])
+    assert "IMAGE" in message and "bytes" in message, message
+    print(f"{len(answered)} malformed requests, each answered with an error naming it:")
+    for what, message in answered.items():
+        print(f"  {what}: {message[:150]}")
+    assert served["process"].poll() is None and ready(served["ports"]["http"])
+    for h, w in [(1, 1), (5, 3), (150, 70)]:  # odd sizes are served, not refused
+        photo = (photos(4)[1] if (h, w) == (150, 70) else np.full((h, w, 3), 77, np.uint8))
+        got = request(IMAGE=(photo, "UINT8")).as_numpy("OUTPUT_IMAGE")
+        assert got.shape == photo.shape and np.abs(got.astype(int) - local(photo).astype(int)).max() <= 1
     client.close()
 
 
@@ -413,3 +547,69 @@ def test_sigint_stops_the_server_and_leaves_nothing(server_env, demo_onnx, tmp_p
     assert "Traceback" not in err
     assert not server_processes(repo)
     assert not our_shm_files(process.pid)
+
+
+def test_sigterm_with_requests_in_flight_loses_nothing(server_env, demo_onnx, local, tmp_path):
+    """SIGTERM while requests run: each is answered (correctly) or gets a clear error; ast-serve exits
+    143 and leaves no server, stub or shared-memory region."""
+    import tritonclient.grpc as grpc
+
+    repo = tmp_path / "repo"
+    write_repository(demo_onnx, repo, name="derain", backend="python", front_instances=2)
+    process, ports = start_cli_server(repo, tmp_path / "server.log")
+    images = [photos(20 + i)[i % len(ODD_SIZES)] for i in range(6)]
+    outcomes: list = [None] * len(images)
+
+    def send(i):
+        client = grpc.InferenceServerClient(f"127.0.0.1:{ports['grpc']}")
+        tensor = grpc.InferInput("IMAGE", list(images[i].shape), "UINT8")
+        tensor.set_data_from_numpy(images[i])
+        try:
+            outcomes[i] = client.infer("derain", [tensor], client_timeout=120).as_numpy("OUTPUT_IMAGE")
+        except Exception as e:  # judged below: it must say what happened
+            outcomes[i] = e
+        finally:
+            client.close()
+
+    threads = [threading.Thread(target=send, args=(i,)) for i in range(len(images))]
+    for t in threads:
+        t.start()
+    deadline = time.monotonic() + 60
+    while core_stats(ports["http"])[0] == 0 and time.monotonic() < deadline:  # the first photo is in the core
+        time.sleep(0.05)
+    code, err = stop_cli_server(process, signal.SIGTERM)
+    for t in threads:
+        t.join(150)
+    assert not any(t.is_alive() for t in threads), "a client still waits after the server stopped"
+    assert code == 143 and err.strip().splitlines()[-1] == "ast-serve triton: stopped by SIGTERM", err
+    assert "Traceback" not in err
+    answered = 0
+    for image, outcome in zip(images, outcomes):
+        if isinstance(outcome, Exception):
+            assert "the server is stopping" in str(outcome) or "UNAVAILABLE" in str(outcome), outcome
+        else:
+            answered += 1
+            assert np.abs(outcome.astype(int) - local(image).astype(int)).max() <= 1
+    print(f"SIGTERM with {len(images)} requests sent: {answered} answered, "
+          f"{len(images) - answered} refused with an error")
+    assert answered >= 1  # the one in the core finished
+    assert not server_processes(repo)
+    assert not our_shm_files(process.pid)
+
+
+@pytest.mark.slow
+def test_load_of_64_clients_no_error_no_leak_batched(server_env, tmp_path):
+    """benchmarks/bench_serving.py --load: 64 clients, 500 requests over HTTP then 500 over gRPC, each
+    answer compared with the local Runner; server memory after 1,000 requests within 10 % of after 100;
+    the core's statistics show batches of more than one request."""
+    out = tmp_path / "load.json"
+    result = subprocess.run([sys.executable, str(REPO_ROOT / "benchmarks" / "bench_serving.py"), "--load",
+                             "--out", str(out)], env=cli_env(), capture_output=True, text=True, timeout=3600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    print(result.stdout)
+    r = json.loads(out.read_text())
+    for kind in ("http", "grpc"):
+        assert r[kind]["clients"] == 64 and r[kind]["requests"] == 500
+        assert r[kind]["errors"] == 0 and r[kind]["mismatches"] == 0, r[kind]["first_error"]
+    assert r["memory_after_all"] <= 1.10 * r["memory_after_100"], "server memory grew by more than 10 %"
+    assert r["core_executions"] < r["core_inferences"] and max(int(b) for b in r["core_batches"]) > 1

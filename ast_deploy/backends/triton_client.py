@@ -4,11 +4,14 @@ reached with ``tritonclient`` (the ``[serving]`` extra, imported when a URL is o
     Runner("http://127.0.0.1:8000/derain")     # HTTP (https:// too)
     Runner("grpc://127.0.0.1:8001/derain")     # gRPC; ".../derain/2" picks model version 2
 
-The server applies the protocol (padding, tiling, the memory budget) itself, so the Runner does not
-pad or tile for it: it computes the plan (the same pure function of the image size, the protocol and
-the core model's size range, which the front model's config publishes) and sends each whole image
-with that plan as the request's ``PROTOCOL``; the server runs exactly that plan. So ``ast-check``
-compares a served model with a local one under one plan, as it does for files.
+The server plans, pads and tiles: a photo (uint8 or uint16 H x W x 3) goes whole as ``IMAGE`` /
+``IMAGE16`` and comes back as the restored photo of the same type; a float image goes as ``INPUT``.
+The Runner computes the same plan as the server (the same pure function of the image size, the
+protocol, the core model's size range, which the front model's config publishes, and the core's
+measured cost per pixel and budget, which the core answers to a cost query) so ``ast-check``
+compares a served model with a local one under the plan the server runs; a plan other than the
+served protocol (a protocol the caller named, ``tile=``) goes with the request as ``PROTOCOL``,
+which the server then runs as named.
 
 Thread safety: each thread gets its own client connection (the HTTP client is not thread-safe).
 """
@@ -59,8 +62,9 @@ def _client_module(protocol: str):
 
 
 class TritonClientBackend(Backend):
-    """Restores whole images through a served front model. ``infer`` takes any [B, 3, H, W] batch
-    (the server pads and tiles); ``run_protocol`` sends the plan the Runner chose."""
+    """Restores whole images through a served front model, which pads and tiles them: ``run_pixels``
+    sends a uint8 / uint16 photo, ``run_protocol`` float images, each with the plan the Runner chose
+    when it is not the served protocol; ``budget`` and ``memory_cost`` are the core's."""
 
     applies_protocol = True
 
@@ -99,6 +103,7 @@ class TritonClientBackend(Backend):
         self.shape_range = None if rng is None else (tuple(rng[0]), tuple(rng[1]))
         self.default_protocol = params["protocol"]
         self.name = f"server:{url}"
+        self._served_cost = None
 
     @property
     def max_batch(self):  # whole images go one per request; the server batches the core's work
@@ -129,22 +134,60 @@ class TritonClientBackend(Backend):
         if len(shape) != 4 or shape[1] != 3 or 0 in shape:
             raise ShapeError(f"{self.name}: expected a float32 batch [B, 3, H, W], got shape {tuple(shape)}")
 
-    def infer_image(self, image: np.ndarray, protocol: str | None = None) -> np.ndarray:
-        """One float32 [3, H, W] image -> the restored [3, H, W] (the server's protocol, or ``protocol``)."""
+    def _served_numbers(self):
+        """(Cost or None, budget) of the core model: its answer to a cost query (serving.core), asked once;
+        (None, inf) from a core that does not answer (the server's own onnxruntime / tensorrt backends)."""
+        if self._served_cost is None:
+            from ..serving.core import COST_OUTPUT, read_cost_answer
+
+            module, core = self._module, self.params["core_model"]
+            b, h, w = self.shape_range[0] if self.shape_range else (1, self.size_multiple, self.size_multiple)
+            dtype = np.float16 if self.params.get("core_dtype") == "float16" else np.float32
+            probe = module.InferInput(self.params.get("core_input", "input"), [b, 3, h, w],
+                                      "FP16" if dtype == np.float16 else "FP32")
+            probe.set_data_from_numpy(np.zeros((b, 3, h, w), dtype=dtype))
+            try:
+                result = self._client().infer(core, [probe], outputs=[module.InferRequestedOutput(COST_OUTPUT)])
+                self._served_cost = read_cost_answer(result.as_numpy(COST_OUTPUT))
+            except Exception:  # InferenceServerException: a core without the COST output
+                self._served_cost = (None, float("inf"))
+        return self._served_cost
+
+    @property
+    def budget(self) -> float:
+        """The memory budget the server plans with (per core instance; inf: unbudgeted)."""
+        return self._served_numbers()[1]
+
+    def memory_cost(self):
+        """The core's own measured cost (budget.measure_cost takes it instead of probing this process)."""
+        return self._served_numbers()[0]
+
+    def _send(self, inputs: list, output: str, protocol) -> np.ndarray:
         module = self._module
-        inputs = [module.InferInput("INPUT", list(image.shape), "FP32")]
-        inputs[0].set_data_from_numpy(np.ascontiguousarray(image, dtype=np.float32))
-        if protocol is not None:
+        if protocol is not None and str(protocol) != str(self.default_protocol):  # else the server plans it
             inputs.append(module.InferInput("PROTOCOL", [1], "BYTES"))
             inputs[-1].set_data_from_numpy(np.array([str(protocol).encode()], dtype=np.object_))
-        outputs = [module.InferRequestedOutput("OUTPUT")]
         options = {"client_timeout": self.timeout} if self.protocol_kind == "grpc" else {}
         try:
-            result = self._client().infer(self.model, inputs, model_version=self.version, outputs=outputs, **options)
+            result = self._client().infer(self.model, inputs, model_version=self.version,
+                                          outputs=[module.InferRequestedOutput(output)], **options)
         except Exception as e:  # InferenceServerException: the server's own message
             message = e.message() if hasattr(e, "message") and callable(e.message) else str(e)
             raise BackendError(f"{self.url}: {message}") from None
-        return result.as_numpy("OUTPUT")
+        return result.as_numpy(output)
+
+    def infer_image(self, image: np.ndarray, protocol: str | None = None) -> np.ndarray:
+        """One float32 [3, H, W] image -> the restored [3, H, W] (the server's protocol, or ``protocol``)."""
+        tensor = self._module.InferInput("INPUT", list(image.shape), "FP32")
+        tensor.set_data_from_numpy(np.ascontiguousarray(image, dtype=np.float32))
+        return self._send([tensor], "OUTPUT", protocol)
+
+    def run_pixels(self, rgb: np.ndarray, protocol=None) -> np.ndarray:
+        """A whole uint8 / uint16 H x W x 3 photo -> the restored photo of the same type (IMAGE / IMAGE16)."""
+        name = "IMAGE16" if rgb.dtype == np.uint16 else "IMAGE"
+        tensor = self._module.InferInput(name, list(rgb.shape), "UINT16" if name == "IMAGE16" else "UINT8")
+        tensor.set_data_from_numpy(np.ascontiguousarray(rgb))
+        return self._send([tensor], "OUTPUT_" + name, protocol)
 
     def _infer(self, batch: np.ndarray) -> np.ndarray:
         return np.stack([self.infer_image(image) for image in batch])

@@ -29,7 +29,8 @@ def parser() -> argparse.ArgumentParser:
 
     r = sub.add_parser("repo", help="write a Triton model repository for an ONNX model or a TensorRT engine",
                        description="Write NAME (front model: one whole photo per request, the task's protocol and "
-                       "tiling, inputs IMAGE UINT8 [H,W,3] or INPUT FP32 [3,H,W], outputs OUTPUT_IMAGE / OUTPUT) "
+                       "tiling, inputs IMAGE UINT8 / IMAGE16 UINT16 [H,W,3] or INPUT FP32 [3,H,W], outputs OUTPUT_IMAGE / "
+                       "OUTPUT_IMAGE16 / OUTPUT) "
                        "and NAME_core (the network, dynamic batching) into REPO.")
     r.add_argument("model", metavar="MODEL", help="an .onnx model (ast-export) or a TensorRT engine .plan (ast-build)")
     r.add_argument("-o", "--out", required=True, metavar="REPO", help="the model repository folder")
@@ -43,8 +44,9 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--instances", type=int, default=1, metavar="N", help="core model instances (default 1)")
     r.add_argument("--front-instances", type=int, default=4, metavar="N",
                    help="front model instances, i.e. photos handled at once (default 4)")
-    r.add_argument("--max-memory", metavar="SIZE", help="memory budget per front instance: 512M, 4G or unlimited "
-                   "(default automatic)")
+    r.add_argument("--max-memory", metavar="SIZE", help="memory budget of each core instance (the network's working "
+                   "set; the python core measures its cost and the front model plans with it): 512M, 4G or unlimited "
+                   "(default automatic); photos whose own buffers exceed it are refused")
     r.add_argument("--task", help="task whose protocol the front model applies (default: the ONNX's ast.task)")
     r.add_argument("--protocol", help="protocol instead of the task's, e.g. pad:128, tiles:384:80")
     r.add_argument("--size-multiple", type=int, metavar="N", help="for an ONNX without ast.size_multiple metadata")

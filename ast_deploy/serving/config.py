@@ -6,11 +6,14 @@ The core model ``NAME_core`` runs the network on float batches ``[B, 3, H, W]`` 
 batching; the front model ``NAME`` (Python backend) takes one whole photo per request and applies
 the protocol, calling the core model through BLS. The front model's contract:
 
-- inputs, exactly one per request: ``IMAGE`` UINT8 ``[H, W, 3]`` (the pixels of an image file) or
-  ``INPUT`` FP32 ``[3, H, W]`` in [0, 1]; optional ``PROTOCOL`` (BYTES ``[1]``, e.g. ``tiles:384:80``)
-  overrides the served protocol for that request;
-- outputs, of the same kind: ``OUTPUT_IMAGE`` UINT8 ``[H, W, 3]`` for ``IMAGE``, ``OUTPUT`` FP32
-  ``[3, H, W]`` (not clipped) for ``INPUT``.
+- inputs, exactly one per request: ``IMAGE`` UINT8 / ``IMAGE16`` UINT16 ``[H, W, 3]`` (the pixels of
+  an image file) or ``INPUT`` FP32 ``[3, H, W]`` in [0, 1]; optional ``PROTOCOL`` (BYTES ``[1]``,
+  e.g. ``tiles:384:80``) names the protocol for that request instead of the served one;
+- outputs, of the same kind: ``OUTPUT_IMAGE`` / ``OUTPUT_IMAGE16`` ``[H, W, 3]`` for ``IMAGE`` /
+  ``IMAGE16``, ``OUTPUT`` FP32 ``[3, H, W]`` (not clipped) for ``INPUT``.
+
+The python core also has the output ``COST`` (FP64 ``[3]``): the answer to a cost query, with
+which the front model (and a client) plan (``ast_deploy.serving.core``).
 """
 
 from __future__ import annotations
@@ -20,10 +23,12 @@ from dataclasses import dataclass, field
 
 TYPE_NAMES = {"float32": "TYPE_FP32", "float16": "TYPE_FP16"}
 BACKENDS = ("tensorrt", "onnxruntime", "python")
-FRONT_INPUTS = {"IMAGE": ("TYPE_UINT8", [-1, -1, 3]), "INPUT": ("TYPE_FP32", [3, -1, -1]),
-                "PROTOCOL": ("TYPE_STRING", [1])}
-FRONT_OUTPUTS = {"OUTPUT_IMAGE": ("TYPE_UINT8", [-1, -1, 3]), "OUTPUT": ("TYPE_FP32", [3, -1, -1])}
-OUTPUT_FOR = {"IMAGE": "OUTPUT_IMAGE", "INPUT": "OUTPUT"}
+FRONT_INPUTS = {"IMAGE": ("TYPE_UINT8", [-1, -1, 3]), "IMAGE16": ("TYPE_UINT16", [-1, -1, 3]),
+                "INPUT": ("TYPE_FP32", [3, -1, -1]), "PROTOCOL": ("TYPE_STRING", [1])}
+FRONT_OUTPUTS = {"OUTPUT_IMAGE": ("TYPE_UINT8", [-1, -1, 3]), "OUTPUT_IMAGE16": ("TYPE_UINT16", [-1, -1, 3]),
+                 "OUTPUT": ("TYPE_FP32", [3, -1, -1])}
+OUTPUT_FOR = {"IMAGE": "OUTPUT_IMAGE", "IMAGE16": "OUTPUT_IMAGE16", "INPUT": "OUTPUT"}
+COST_OUTPUT = "COST"  # python core only: [bytes per pixel, constant, budget] (serving.core)
 DEFAULT_QUEUE_DELAY_US = 2000
 
 
@@ -67,9 +72,12 @@ def core_config(name: str, core: CoreSpec, queue_delay_us: int = DEFAULT_QUEUE_D
             "python": 'backend: "python"'}[core.backend]
     dtype = TYPE_NAMES[core.dtype]
     dims = core.dims if core.max_batch_size else [1, *core.dims]
+    outputs = [_tensor(core.output_name, dtype, dims)]
+    if core.backend == "python":  # the cost query's answer (serving.core)
+        outputs.append(_tensor(COST_OUTPUT, "TYPE_FP64", [3] if core.max_batch_size else [1, 3]))
     text = (f'name: "{name}"\n{head}\nmax_batch_size: {core.max_batch_size}\n'
             f'input [\n{_tensor(core.input_name, dtype, dims)}\n]\n'
-            f'output [\n{_tensor(core.output_name, dtype, dims)}\n]\n')
+            f'output [\n' + ",\n".join(outputs) + '\n]\n')
     if core.max_batch_size:
         text += f"dynamic_batching {{\n  max_queue_delay_microseconds: {queue_delay_us}\n}}\n"
     text += f"instance_group [\n  {{\n    count: {core.count}\n    kind: {core.kind}\n  }}\n]\n"

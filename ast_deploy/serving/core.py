@@ -2,16 +2,39 @@
 model or TensorRT engine in its version folder with ast_deploy's own backend.
 
 Triton's dynamic batcher hands ``execute`` several requests, each a ``[b, 3, H, W]`` batch; those of
-one size are concatenated and run together (in chunks of the backend's largest batch), then split
-back into one response per request.
+one size are concatenated and run together, in chunks of the backend's largest batch and of what
+this instance's memory budget holds, then split back into one response per request.
+
+The core measures its own cost per pixel when it loads (``budget.measure_cost``'s probe, in this
+process, where the network runs) and resolves its budget (``max_memory`` of its config: bytes, or
+``auto``, the automatic budget of this process). A request that asks for the output ``COST`` only
+(a *cost query*: any valid input, nothing is run) is answered with ``[bytes per pixel, constant
+bytes, budget bytes]`` (FP64, budget -1 when unlimited): the front model and the client plan with
+these numbers (:func:`cost_query_answer`).
 """
 
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import numpy as np
+
+COST_OUTPUT = "COST"
+
+
+def cost_query_answer(cost, budget: float) -> np.ndarray:
+    """The ``COST`` tensor ([1, 3] FP64) for a cost and a budget."""
+    return np.array([[cost.bytes_per_pixel, cost.constant, -1.0 if budget == math.inf else float(budget)]])
+
+
+def read_cost_answer(values) -> tuple:
+    """(Cost, budget bytes or inf) from a ``COST`` tensor."""
+    from ..budget import Cost
+
+    bpp, constant, budget = (float(v) for v in np.asarray(values).reshape(-1)[:3])
+    return Cost(bpp, constant, "measured in the core model"), (math.inf if budget < 0 else budget)
 
 
 class CoreModel:
@@ -19,6 +42,7 @@ class CoreModel:
         import triton_python_backend_utils as pb_utils
 
         from ..backends import open_backend
+        from ..budget import measure_cost, resolve_budget
         from ..metadata import config_parameters
 
         self.pb = pb_utils
@@ -33,20 +57,48 @@ class CoreModel:
         self.backend = open_backend(path, device=device, **options)
         if params.get("size_multiple"):  # the repository's value: an ONNX without metadata got --size-multiple
             self.backend.size_multiple = int(params["size_multiple"])
+        memory = params.get("max_memory") or "auto"
+        self.budget = resolve_budget(None if memory == "auto" else memory, device)
+        self.cost = measure_cost(self.backend, use_cache=False)  # this process's own probe, never a cached figure
+        pb_utils.Logger.log_info(f"{args['model_name']}: cost {self.cost.bytes_per_pixel:.0f} B/pixel + "
+                                 f"{self.cost.constant / 2 ** 20:.1f} MiB, budget {self.budget / 2 ** 20:.0f} MiB")
+
+    def _is_cost_query(self, request) -> bool:
+        wanted = request.requested_output_names()
+        return COST_OUTPUT in wanted and self.output_name not in wanted
+
+    def _chunk(self, h: int, w: int) -> int:
+        """Images of h x w one backend call takes: the backend's largest batch and the budget's."""
+        fit = max(1, int(self.cost.max_pixels(self.budget) / (h * w))) if self.budget != math.inf else None
+        sizes = [s for s in (self.backend.max_batch, fit) if s]
+        return min(sizes) if sizes else 0
+
+    def _infer(self, batch: np.ndarray) -> np.ndarray:
+        """One backend call, then the freed heap handed back (glibc keeps it otherwise, and what one
+        tile left would sit under the next tile's peak: +200 MiB at 448x448 tiles on the demo model)."""
+        from ..budget import release_memory
+
+        try:
+            return self.backend.infer(batch)
+        finally:
+            release_memory()
 
     def execute(self, requests):
         pb = self.pb
-        arrays = [pb.get_input_tensor_by_name(r, self.input_name).as_numpy() for r in requests]
         results: list = [None] * len(requests)
-        groups: dict = {}
-        for i, a in enumerate(arrays):
-            groups.setdefault(a.shape[1:], []).append(i)
-        step = self.backend.max_batch
-        for members in groups.values():
+        arrays, groups = {}, {}
+        for i, r in enumerate(requests):
+            if self._is_cost_query(r):
+                results[i] = pb.InferenceResponse(output_tensors=[
+                    pb.Tensor(COST_OUTPUT, cost_query_answer(self.cost, self.budget))])
+                continue
+            arrays[i] = pb.get_input_tensor_by_name(r, self.input_name).as_numpy()
+            groups.setdefault(arrays[i].shape[1:], []).append(i)
+        for shape, members in groups.items():
             batch = np.concatenate([arrays[i] for i in members]).astype(np.float32, copy=False)
             try:
-                size = step or len(batch)
-                out = np.concatenate([self.backend.infer(batch[j : j + size]) for j in range(0, len(batch), size)])
+                size = self._chunk(*shape[1:]) or len(batch)
+                out = np.concatenate([self._infer(batch[j : j + size]) for j in range(0, len(batch), size)])
             except Exception as e:  # a bad size must fail its requests, not the model
                 for i in members:
                     results[i] = pb.InferenceResponse(output_tensors=[], error=pb.TritonError(f"{type(e).__name__}: {e}"))

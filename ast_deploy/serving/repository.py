@@ -154,6 +154,8 @@ def write_repository(model, out, *, name: str | None = None, backend: str | None
         raise RepositoryError(f"--name {name!r}: use letters, digits, '-' and '_'")
     core_name = f"{name}_core"
     spec, info = core_spec(model, backend, max_batch, instances, kind, size_multiple)
+    if backend == "python":  # the core applies the budget to the network's working set (serving.core)
+        spec.parameters["max_memory"] = max_memory or "auto"
     task = task or info.get("task")
     protocol = protocol or (get_task(task).protocol if task else f"pad:{spec.size_multiple}")
     parsed = parse_protocol(protocol)
