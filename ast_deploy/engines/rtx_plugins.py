@@ -4,16 +4,23 @@ bodies (inlined, see :mod:`.parser_input`).
 The plugins are quickly deployable plugins (``tensorrt.plugin``, :mod:`.trt_plugins`) with
 ahead-of-time Triton kernels. TensorRT-RTX 1.7's Python bindings have no ``tensorrt.plugin`` package
 and no ``IPluginV3QuickAOTBuild``; NVIDIA's QDP package from the ``tensorrt-cu12-bindings`` wheels
-fails to import on top of them (``_tensor.py`` subclasses ``trt.ISymExpr``, which they lack). What
-happens with class-based ``IPluginV3`` plugins is recorded in :data:`RTX_PLUGIN_STATUS`.
+fails to import on top of them (``_tensor.py`` subclasses ``trt.ISymExpr``, which they lack).
+Class-based ``IPluginV3`` plugins register (``get_plugin_registry().register_creator(creator, "ast")``
+returns True) and the ONNX parser finds them ("Found registered plugin: PartialConv. Importing this
+node as a plugin", "Successfully created plugin: PartialConv"), but TensorRT-RTX 1.7.1 has no plugin
+layer: its ``INetworkDefinition`` has no ``add_plugin_v3`` (nor ``add_plugin_v2``), and the parser then
+aborts the whole process (``std::terminate`` in ``libtensorrt_onnxparser_rtx.so.1``: "terminate called
+without an active exception") before any of the plugin's shape, type or format functions is called.
+``tests/test_rtx.py`` runs that probe in a subprocess, so a TensorRT-RTX that gains plugins is noticed.
+So nothing is ever registered in-process here, and ``--plugins on`` is refused.
 """
 
 from __future__ import annotations
 
 from .plugins import PLUGIN_MODES, PluginError
 
-RTX_PLUGIN_STATUS = ("TensorRT-RTX 1.7 cannot take the AST plugins: its bindings have no tensorrt.plugin "
-                     "(ahead-of-time Python plugins)")
+RTX_PLUGIN_STATUS = ("TensorRT-RTX has no plugin layers (its network API has no add_plugin_v3, its bindings no "
+                     "tensorrt.plugin, and its ONNX parser aborts the process after creating a registered plugin)")
 
 
 def resolve_rtx_plugins(mode: str, plugin_ops) -> dict:
