@@ -84,8 +84,15 @@ def test_rtx_engines_are_built_cached_and_recorded(rtx, engines):
     mtime = plan.stat().st_mtime_ns
     assert build_engine(onnx_path, compute_capabilities="120,86,89", **FAST) == plan  # same set: a cache hit
     assert plan.stat().st_mtime_ns == mtime
-    fp16_sidecar = read_sidecar(engines["fp16"][1])  # built for 8.9 only
-    assert fp16_sidecar["cache_key"] != read_sidecar(plan)["cache_key"]
+    from ast_deploy.engines.cache import cache_key
+    from ast_deploy.engines.target import Target
+
+    s = read_sidecar(plan)  # the key follows the runtime, its version and the GPU set
+    key = lambda **kw: cache_key(s["onnx"]["sha256"], Target(**({"tensorrt": s["tensorrt"], "gpu": s["gpu"],  # noqa: E731
+                                 "compute_capability": s["compute_capability"], "runtime": s["runtime"]} | kw)),
+                                 s["options"])
+    assert key() == s["cache_key"]
+    assert len({key(), key(compute_capability="8.9"), key(runtime="TensorRT"), key(tensorrt="1.6.1.120")}) == 4
 
 
 def test_rtx_and_tensorrt_engines_never_share_a_name(engines):
