@@ -247,6 +247,20 @@ def _conv_onnx(path):
     return path
 
 
+def test_doctor_names_tensorrt_rtx_and_what_it_can_do_here(rtx):
+    from ast_deploy.engines.target import describe_gpu
+
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (str(REPO), rtx_wheels.pythonpath()) if p))
+    proc = subprocess.run([sys.executable, "-m", "ast_deploy.cli.doctor", "--json"], capture_output=True, text=True,
+                          timeout=300, cwd=REPO, env=env)
+    assert proc.returncode == 0, proc.stderr
+    entry = json.loads(proc.stdout)["tensorrt_rtx"]
+    assert entry["ok"] is True and entry["version"] == rtx.__version__
+    assert 89 in entry["compute_capabilities"] and 120 in entry["compute_capabilities"]
+    if describe_gpu(0)[0] == "unknown":
+        assert entry["runs_here"] is False and entry["can"].startswith("build only")
+
+
 @pytest.mark.parametrize("text,values", [("86,89,120", (86, 89, 120)), ("8.9", (89,)), ("sm_120, 86", (86, 120)),
                                          ("89,89", (89,))])
 def test_compute_capability_lists(text, values):
@@ -297,3 +311,24 @@ def test_rtx_strip_weights_on_gpu(rtx, tmp_path):
     full = build_engine(model, target="rtx", shapes="1x3x64x64")
     stripped = build_engine(model, target="rtx", shapes="1x3x64x64", strip_weights=True)
     assert stripped != full and stripped.stat().st_size < full.stat().st_size
+
+
+@pytest.mark.gpu
+def test_runner_refits_a_weight_stripped_engine(rtx, tmp_path):
+    """On an RTX GPU: a stripped engine refuses to run without its weights, and computes the ONNX's
+    function once refitted from it (ONNX Runtime as the reference)."""
+    import numpy as np
+    import onnxruntime as ort
+
+    from ast_deploy.backends.base import BackendError
+    from ast_deploy.backends.options import TensorRTOptions
+    from ast_deploy.backends.tensorrt import TensorRTBackend
+
+    model = _conv_onnx(tmp_path / "conv.onnx")
+    stripped = build_engine(model, target="rtx", shapes="1x3x64x64", strip_weights=True)
+    with pytest.raises(BackendError, match="without its weights"):
+        TensorRTBackend(stripped)
+    x = np.random.default_rng(1).random((1, 3, 64, 64), dtype=np.float32)
+    expected = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"]).run(None, {"image": x})[0]
+    with TensorRTBackend(stripped, options=TensorRTOptions(refit_from=model)) as backend:
+        assert np.abs(backend.infer(x) - expected).max() < 1e-3
