@@ -247,20 +247,6 @@ def _conv_onnx(path):
     return path
 
 
-def test_doctor_names_tensorrt_rtx_and_what_it_can_do_here(rtx):
-    from ast_deploy.engines.target import describe_gpu
-
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (str(REPO), rtx_wheels.pythonpath()) if p))
-    proc = subprocess.run([sys.executable, "-m", "ast_deploy.cli.doctor", "--json"], capture_output=True, text=True,
-                          timeout=300, cwd=REPO, env=env)
-    assert proc.returncode == 0, proc.stderr
-    entry = json.loads(proc.stdout)["tensorrt_rtx"]
-    assert entry["ok"] is True and entry["version"] == rtx.__version__
-    assert 89 in entry["compute_capabilities"] and 120 in entry["compute_capabilities"]
-    if describe_gpu(0)[0] == "unknown":
-        assert entry["runs_here"] is False and entry["can"].startswith("build only")
-
-
 @pytest.mark.parametrize("text,values", [("86,89,120", (86, 89, 120)), ("8.9", (89,)), ("sm_120, 86", (86, 120)),
                                          ("89,89", (89,))])
 def test_compute_capability_lists(text, values):
