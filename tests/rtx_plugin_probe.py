@@ -14,13 +14,12 @@ import sys
 import numpy as np
 
 
-def main(onnx_path: str) -> None:
-    import tensorrt_rtx_bindings as trt
+def say(*parts):
+    print("PROBE", *parts, flush=True)
 
-    from ast_deploy.engines import plugin_rules as rules
 
-    def say(*parts):
-        print("PROBE", *parts, flush=True)
+def plugin_classes(trt, rules):
+    """An IPluginV3 class whose shape, type and format functions report each call."""
 
     class Plugin(trt.IPluginV3, trt.IPluginV3OneCore, trt.IPluginV3OneBuild, trt.IPluginV3OneRuntime):
         def __init__(self, name, phase=None):
@@ -28,7 +27,8 @@ def main(onnx_path: str) -> None:
             trt.IPluginV3OneCore.__init__(self)
             trt.IPluginV3OneBuild.__init__(self)
             trt.IPluginV3OneRuntime.__init__(self)
-            self.num_outputs, self.plugin_namespace, self.plugin_name, self.plugin_version = 1, rules.NAMESPACE, name, "1"
+            self.num_outputs, self.plugin_namespace = 1, rules.NAMESPACE
+            self.plugin_name, self.plugin_version = name, "1"
             self.phase = phase
 
         def get_capability_interface(self, kind):
@@ -74,6 +74,12 @@ def main(onnx_path: str) -> None:
             copy.__dict__.update(self.__dict__)
             return copy
 
+    return Plugin
+
+
+def creator_class(trt, rules, Plugin):
+    """The IPluginCreatorV3One that makes ``Plugin`` objects and reports each creation."""
+
     class Creator(trt.IPluginCreatorV3One):
         def __init__(self, name, fields):
             trt.IPluginCreatorV3One.__init__(self)
@@ -84,6 +90,15 @@ def main(onnx_path: str) -> None:
             say("create", self.name, name)
             return Plugin(self.name, phase)
 
+    return Creator
+
+
+def main(onnx_path: str) -> None:
+    import tensorrt_rtx_bindings as trt
+
+    from ast_deploy.engines import plugin_rules as rules
+
+    Creator = creator_class(trt, rules, plugin_classes(trt, rules))
     attention = [("num_heads", trt.PluginFieldType.INT32), ("scale", trt.PluginFieldType.FLOAT32)]
     creators = [Creator(rules.PARTIAL_CONV, []), Creator(rules.ASSA, attention), Creator(rules.ASSA_SHIFTED, attention)]
     registry = trt.get_plugin_registry()

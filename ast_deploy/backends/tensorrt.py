@@ -72,7 +72,8 @@ def refit(trt, engine, onnx_path, logger, sidecar: dict | None) -> None:
 
     refitter = trt.Refitter(engine, logger)
     parser = trt.OnnxParserRefitter(refitter, logger)
-    inline = (sidecar or {}).get("runtime") == RUNTIME_NAMES[RTX] and not ((sidecar or {}).get("plugins") or {}).get("used")
+    sidecar = sidecar or {}
+    inline = sidecar.get("runtime") == RUNTIME_NAMES[RTX] and not (sidecar.get("plugins") or {}).get("used")
     if not parser.refit_from_bytes(parser_input(onnx_path, inline), str(onnx_path)):
         errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
         raise BackendError(f"cannot refit the engine from {onnx_path}: {errors or 'see the log above'}")

@@ -181,7 +181,8 @@ def _rtx_job(info, profile, *, plugins, timing_cache, opt_level, hardware_compat
     capabilities = parse_compute_capabilities(compute_capabilities) if compute_capabilities else ()
     if capabilities:
         compute_capability_enums(trt, capabilities)  # an unsupported one fails before anything is built
-        target = Target(str(trt.__version__), AHEAD_OF_TIME, ",".join(dotted(c) for c in capabilities), RUNTIME_NAMES[RTX])
+        target = Target(str(trt.__version__), AHEAD_OF_TIME, ",".join(dotted(c) for c in capabilities),
+                        RUNTIME_NAMES[RTX])
     else:
         gpu, cc = describe_gpu(device)
         if gpu == "unknown":

@@ -94,7 +94,8 @@ def layers_from_inspector(info: dict) -> list[dict]:
             continue
         inputs = [("", kind(t)) for t in layer.get("Inputs", [])]
         outputs = [("", kind(t)) for t in layer.get("Outputs", [])]
-        weights = [("", DTYPES.get(str(w.get("Type", "")).lower())) for w in (layer.get("Weights"),) if isinstance(w, dict)]
+        weights = [("", DTYPES.get(str(w.get("Type", "")).lower()))
+                   for w in (layer.get("Weights"),) if isinstance(w, dict)]
         layer_type = str(layer.get("LayerType", "?"))
         layers.append({"name": layer.get("Name", "?"), "type": layer_type,
                        "onnx": re.findall(r"\[ONNX Layer: (.*?)\]", str(layer.get("Metadata", ""))),
