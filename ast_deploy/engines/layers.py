@@ -4,7 +4,8 @@ With ``ProfilingVerbosity.DETAILED`` the builder logs, at the end of a build (VE
 line per engine layer: ``Name: ..., LayerType: gemm, Inputs: [ { Name: ..., Dimensions: [...], ...,
 Datatype: Half, ... } ], Constants: [...], Outputs: [...], TacticName: ..., Metadata: [ONNX Layer:
 node_a][ONNX Layer: node_b]`` - the same information as ``IEngineInspector``'s one-line format,
-which needs a deserialized engine and so a GPU. Each layer becomes ``{"name", "type", "onnx",
+which needs a deserialized engine and so a GPU. (TensorRT builds, through Polygraphy, record no layer
+report yet: its logger keeps the build log.) Each layer becomes ``{"name", "type", "onnx",
 "precision", "inputs", "outputs"}``: the ONNX nodes fused into it (the parser's metadata) and its
 precision, read from the data types of what it computes on:
 
@@ -78,30 +79,6 @@ def layers_from_log(messages) -> list[dict] | None:
         if text.startswith("Layers:"):
             return [entry for line in text.splitlines()[1:] if (entry := parse_layer_line(line.strip()))]
     return None
-
-
-def layers_from_inspector(info: dict) -> list[dict]:
-    """The layers of ``IEngineInspector.get_engine_information(LayerInformationFormat.JSON)`` (TensorRT
-    on a GPU): ``{"Layers": [{"Name", "LayerType", "Inputs": [{"Format/Datatype": ...}], "Metadata"}]}``."""
-    def kind(tensor):
-        text = str(tensor.get("Format/Datatype", tensor.get("Datatype", ""))).lower()
-        return next((DTYPES[k] for k in ("int8", "fp8", "bf16", "fp16", "half", "fp32", "float") if k in text), None)
-
-    layers = []
-    for layer in info.get("Layers", []):
-        if isinstance(layer, str):  # LAYER_NAMES_ONLY: names only
-            layers.append({"name": layer, "type": "?", "onnx": [], "precision": "?", "inputs": [], "outputs": []})
-            continue
-        inputs = [("", kind(t)) for t in layer.get("Inputs", [])]
-        outputs = [("", kind(t)) for t in layer.get("Outputs", [])]
-        weights = [("", DTYPES.get(str(w.get("Type", "")).lower()))
-                   for w in (layer.get("Weights"),) if isinstance(w, dict)]
-        layer_type = str(layer.get("LayerType", "?"))
-        layers.append({"name": layer.get("Name", "?"), "type": layer_type,
-                       "onnx": re.findall(r"\[ONNX Layer: (.*?)\]", str(layer.get("Metadata", ""))),
-                       "precision": layer_precision(layer_type, inputs, weights, outputs),
-                       "inputs": [p or "-" for _, p in inputs], "outputs": [p or "-" for _, p in outputs]})
-    return layers
 
 
 def graph_node(onnx_name: str) -> str:
