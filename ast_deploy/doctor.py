@@ -35,6 +35,7 @@ INSTALL = {
     "tensorrt": TENSORRT_INSTALL,
     "tensorrt.plugin": "TensorRT >= 10.6 for Python plugins, >= 10.9 for AOT plugins (JetPack 6 ships 10.3: "
                        "ast-build uses the ONNX function bodies there)",
+    "tensorrt-rtx": 'pip install -e ".[tensorrt-rtx]" (NVIDIA\'s TensorRT-RTX wheels, on PyPI; builds without a GPU)',
     "onnxruntime": 'pip install -e ".[cpu]" (CPU) or ".[gpu]" (NVIDIA GPU); never both',
     "onnxruntime-cuda": 'pip uninstall -y onnxruntime && pip install -e ".[gpu]" (and CUDA 12/13 + cuDNN 9 libraries '
                         'matching the onnxruntime-gpu build)',
@@ -192,6 +193,29 @@ def check_tensorrt(jetson: dict) -> dict:
     return out
 
 
+def check_tensorrt_rtx(gpu: dict) -> dict:
+    """TensorRT-RTX: whether it imports, and what it can do here (build only without a GPU, for named
+    compute capabilities; build and run with an RTX-class GPU)."""
+    from .engines.runtimes import import_tensorrt_rtx, rtx_version
+    from .engines.target import TensorRTNotInstalled
+
+    if rtx_version() is None and not (_installed("tensorrt_rtx") or _installed("tensorrt_rtx_bindings")):
+        return {"ok": False, "detail": "not installed", "install": INSTALL["tensorrt-rtx"]}
+    try:
+        trt = import_tensorrt_rtx()
+    except TensorRTNotInstalled as e:
+        return {"ok": False, "detail": str(e).splitlines()[-1], "install": INSTALL["tensorrt-rtx"]}
+    version = str(trt.__version__)
+    targets = sorted(int(n[2:]) for n in dir(trt.ComputeCapability) if re.fullmatch(r"SM\d+", n))
+    cc = (gpu.get("gpus") or [{}])[0].get("compute_capability")
+    runs_here = bool(gpu.get("ok")) and cc is not None and int(float(cc) * 10) in targets
+    can = "build and run (this GPU)" if runs_here else (
+        "build only: ast-build --target rtx --compute-capability LIST (no GPU here to run on)" if not gpu.get("ok")
+        else f"build only: this GPU (compute capability {cc}) is not one TensorRT-RTX targets")
+    return {"ok": True, "version": version, "compute_capabilities": targets, "can": can, "runs_here": runs_here,
+            "detail": f"{version}, {can}; targets SM {', '.join(map(str, targets))}"}
+
+
 def _tiny_model_bytes() -> bytes:
     from onnx import TensorProto, helper
 
@@ -305,6 +329,7 @@ def collect() -> dict:
         "gpu": gpu,
         "jetson": jetson,
         "tensorrt": check_tensorrt(jetson),
+        "tensorrt_rtx": check_tensorrt_rtx(gpu),
         "onnxruntime": check_onnxruntime(),
         "triton": check_triton(),
         "tritonserver": check_tritonserver(),
@@ -319,6 +344,7 @@ def collect() -> dict:
 
 
 LABELS = {"python": "Python", "pytorch": "PyTorch", "gpu": "CUDA GPU", "jetson": "Jetson", "tensorrt": "TensorRT",
+          "tensorrt_rtx": "TensorRT-RTX",
           "onnxruntime": "ONNX Runtime", "triton": "Triton compiler", "tritonserver": "Triton Inference Server",
           "memory": "memory"}
 

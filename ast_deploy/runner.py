@@ -87,18 +87,22 @@ class Runner:
 ``size_multiple``: the H and W multiple of an ONNX model without ``ast.size_multiple`` metadata
     (a model not made by ast-export is refused without it, and then needs ``task`` or ``protocol``).
     An ONNX whose ``ast.task`` metadata names another task than ``task`` is refused unless ``force``;
-    without ``task``, the metadata's task gives the protocol."""
+    without ``task``, the metadata's task gives the protocol. ``options``: the backend's options
+    dataclass (``ast_deploy.backends.options``), e.g. ``TensorRTOptions(refit_from="model.onnx")`` for a
+    weight-stripped engine."""
 
     def __init__(self, source, task: str | None = None, protocol: str | Protocol | None = None,
                  device: str = "cpu", *, config: dict | None = None, kernels: str | None = None,
                  max_batch: int | None = None, max_memory=None, tile=None, progress=None,
-                 size_multiple: int | None = None, force: bool = False):
+                 size_multiple: int | None = None, force: bool = False, options=None):
         device = check_device(device)
         if task is not None:
             get_task(task)  # an unknown task fails before a model is loaded
         # --size-multiple is for ONNX models without metadata; for others it is checked against theirs below
         onnx_options = ({"size_multiple": size_multiple} if size_multiple is not None
                         and isinstance(source, (str, os.PathLike)) and backend_kind(source) == "onnx" else {})
+        if options is not None:  # one dataclass per backend (ast_deploy.backends.options)
+            onnx_options["options"] = options
         self.backend = open_backend(source, device, task=task, config=config, kernels=kernels, max_batch=max_batch,
                                     **onnx_options)
         if size_multiple is not None and size_multiple != self.backend.size_multiple:

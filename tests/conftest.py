@@ -96,3 +96,72 @@ def tiny_model():
 
     torch.manual_seed(0)
     return randomize_(AST(**TINY_CONFIG)).eval()
+
+
+# ---- the demo model's FP32 / FP16 / INT8 exports, made once per session and shared by
+# test_precision.py (which checks them in onnxruntime) and test_rtx.py (which builds them with TensorRT-RTX)
+
+@pytest.fixture(scope="session")
+def private_cache(tmp_path_factory):
+    """A private calibration cache (AST_DEPLOY_CACHE) for the session, restored afterwards."""
+    old = os.environ.get("AST_DEPLOY_CACHE")
+    os.environ["AST_DEPLOY_CACHE"] = str(tmp_path_factory.mktemp("cache"))
+    yield
+    if old is None:
+        os.environ.pop("AST_DEPLOY_CACHE")
+    else:
+        os.environ["AST_DEPLOY_CACHE"] = old
+
+
+@pytest.fixture(scope="session")
+def demo_work(tmp_path_factory):
+    return tmp_path_factory.mktemp("precision")
+
+
+@pytest.fixture(scope="session")
+def demo_onnx(demo_work):
+    """``ast-export --task derain``'s graph of the demo model (demo weights), FP32."""
+    from ast_deploy.demo import build_demo_model
+    from ast_deploy.export import export_onnx
+
+    model = build_demo_model()
+    path = demo_work / "demo_fp32.onnx"
+    torch.set_num_threads(2)
+    export_onnx(model, path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def calib(demo_onnx, private_cache):
+    from ast_deploy.demo import DEMO_CONFIG
+    from ast_deploy.model import AST
+    from ast_deploy.precision.calibration import default_calibration_folder, load_calibration
+
+    return load_calibration(default_calibration_folder(), AST(**DEMO_CONFIG).size_multiple)
+
+
+@pytest.fixture(scope="session")
+def cases(calib):
+    from ast_deploy.precision.validate import demo_cases
+
+    return demo_cases(calib.batches[0].shape[-1] // 2, 256)
+
+
+@pytest.fixture(scope="session")
+def fp16(demo_onnx, calib, cases, demo_work):
+    """(path, report) of the demo model's mixed FP16 graph, as ``--fp16`` makes it."""
+    from ast_deploy.precision.fp16 import convert_fp16
+
+    out = demo_work / "demo_fp16.onnx"
+    return out, convert_fp16(demo_onnx, out, calib, validate=cases)
+
+
+@pytest.fixture(scope="session")
+def int8(demo_onnx, calib, cases, demo_work):
+    """(path, report) of the demo model's INT8 (Q/DQ) graph, as ``--int8`` makes it."""
+    from ast_deploy.export import load_recipe
+    from ast_deploy.precision.int8 import quantize_int8
+
+    out = demo_work / "demo_int8.onnx"
+    return out, quantize_int8(demo_onnx, out, calib, validate=cases,
+                              min_psnr=load_recipe("derain").tolerance("int8").psnr_min)

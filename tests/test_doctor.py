@@ -11,17 +11,29 @@ from pathlib import Path
 
 import pytest
 
+import rtx_wheels
+
 REPO = Path(__file__).resolve().parents[1]
 
 
 def doctor(*args):
-    env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    paths = [str(REPO), rtx_wheels.pythonpath(), os.environ.get("PYTHONPATH", "")]
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in paths if p))
     return subprocess.run([sys.executable, "-m", "ast_deploy.cli.doctor", *args], capture_output=True, text=True,
                           timeout=300, cwd=REPO, env=env)
 
 
 @pytest.fixture(scope="module")
-def report():
+def rtx():
+    """TensorRT-RTX as the tests have it (installed, or from the wheel cache: tests/rtx_wheels.py), or None."""
+    try:
+        return rtx_wheels.load()
+    except rtx_wheels.Unavailable:
+        return None
+
+
+@pytest.fixture(scope="module")
+def report(rtx):
     proc = doctor("--json")
     assert proc.returncode == 0, proc.stderr
     return json.loads(proc.stdout)
@@ -52,6 +64,19 @@ def test_reports_tensorrt_as_it_is(report):
         assert "pypi.nvidia.com" in report["tensorrt"]["install"]
     else:
         assert report["tensorrt"]["version"] == version
+
+
+def test_names_tensorrt_rtx_and_what_it_can_do_here(report, rtx):
+    import torch
+
+    entry = report["tensorrt_rtx"]
+    if rtx is None:
+        assert entry["ok"] is False and "tensorrt-rtx" in entry["install"]
+        return
+    assert entry["ok"] is True and entry["version"] == rtx.__version__
+    assert 89 in entry["compute_capabilities"] and 120 in entry["compute_capabilities"]
+    if not torch.cuda.is_available():
+        assert entry["runs_here"] is False and entry["can"].startswith("build only")
 
 
 def test_onnxruntime_providers_really_start(report):

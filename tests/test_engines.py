@@ -438,8 +438,9 @@ def test_build_cli_usage_errors(tmp_path, capsys):
 
 
 def test_build_engine_flow_with_stand_ins(tmp_path, monkeypatch):
-    """build_engine's orchestration (cache hit/miss, sidecar, paths) with TensorRT and the Polygraphy
-    chain replaced by stand-ins; the real chain is covered above and on TensorRT machines below."""
+    """The TensorRT job's options (device, hardware compatibility, timing cache) reaching the Polygraphy
+    chain, with TensorRT and the chain as stand-ins: TensorRT needs a GPU to build. The steps both
+    runtimes share (cache key, hit/miss, sidecar) run for real with TensorRT-RTX in test_rtx.py."""
     calls = []
     fake_trt = types.SimpleNamespace(__version__="10.8.0.43",
                                      HardwareCompatibilityLevel=types.SimpleNamespace(AMPERE_PLUS="ampere+"))
@@ -459,7 +460,7 @@ def test_build_engine_flow_with_stand_ins(tmp_path, monkeypatch):
     assert first.parent == tmp_path and first.name.startswith("m.") and first.suffix == ".plan"
     assert first.read_bytes() == b"serialized-engine-1"
     assert calls == [{"opt_level": 2, "hardware_compatibility_level": "ampere+", "timing_cache": tmp_path / "t.cache",
-                      "profile": "1x3x128x128:1x3x256x256:2x3x256x256", "input": "image"}]
+                      "strip_weights": False, "profile": "1x3x128x128:1x3x256x256:2x3x256x256", "input": "image"}]
     sidecar = read_sidecar(first)
     assert sidecar["gpu"] == "GPU X" and sidecar["tensorrt"] == "10.8.0.43" and sidecar["plugins"]["requested"] == "off"
     assert sidecar["options"]["hardware_compat"] is True and sidecar["cache_key"] in first.name

@@ -19,51 +19,13 @@ MAX_CLEAN_DROP = 0.3  # dB of PSNR vs the clean image lost by INT8
 
 
 @pytest.fixture(scope="session")
-def work(tmp_path_factory):
-    return tmp_path_factory.mktemp("precision")
-
-
-@pytest.fixture(scope="session")
-def demo_onnx(work):
-    import torch
-
-    from ast_deploy.demo import build_demo_model
-
-    model = build_demo_model()
-    path = work / "demo_fp32.onnx"
-    from ast_deploy.export import export_onnx
-
-    torch.set_num_threads(2)
-    export_onnx(model, path)
-    return path
-
-
-@pytest.fixture(scope="session")
-def calib(demo_onnx):
-    from ast_deploy.demo import DEMO_CONFIG
-    from ast_deploy.model import AST
-
-    return load_calibration(default_calibration_folder(), AST(**DEMO_CONFIG).size_multiple)
-
-
-@pytest.fixture(scope="session")
-def cases(calib):
-    from ast_deploy.precision.validate import demo_cases
-
-    return demo_cases(calib.batches[0].shape[-1] // 2, 256)
+def work(demo_work):
+    return demo_work
 
 
 @pytest.fixture(scope="session", autouse=True)
-def private_cache(tmp_path_factory):
-    import os
-
-    old = os.environ.get("AST_DEPLOY_CACHE")
-    os.environ["AST_DEPLOY_CACHE"] = str(tmp_path_factory.mktemp("cache"))
-    yield
-    if old is None:
-        os.environ.pop("AST_DEPLOY_CACHE")
-    else:
-        os.environ["AST_DEPLOY_CACHE"] = old
+def _private_cache(private_cache):
+    """Every test here calibrates with the session's private calibration cache (see conftest)."""
 
 
 def custom_nodes(model):
@@ -97,22 +59,6 @@ def measured(candidate, reference, cases):
         rows.append((psnr_db(out, ref), psnr_db(out, case.target, clip=True), psnr_db(ref, case.target, clip=True),
                      psnr_db(case.image, case.target, clip=True)))
     return np.array(rows)
-
-
-@pytest.fixture(scope="session")
-def fp16(demo_onnx, calib, cases, work):
-    from ast_deploy.precision.fp16 import convert_fp16
-
-    out = work / "demo_fp16.onnx"
-    return out, convert_fp16(demo_onnx, out, calib, validate=cases)
-
-
-@pytest.fixture(scope="session")
-def int8(demo_onnx, calib, cases, work):
-    from ast_deploy.precision.int8 import quantize_int8
-
-    out = work / "demo_int8.onnx"
-    return out, quantize_int8(demo_onnx, out, calib, validate=cases, min_psnr=INT8_MIN_PSNR)
 
 
 # -- calibration folder ----------------------------------------------------------------------

@@ -14,6 +14,11 @@ fields from the ONNX node's attributes (creator field order, INT -> 1-element in
 node's ``aot`` attribute selects, output types from placeholder dims, output shapes from symbolic
 dims, format combinations, tactics, and for AOT plugins the launch parameters and the kernel.
 
+This stand-in stays: the real TensorRT cannot be installed here (its libraries are on NVIDIA's index
+only), and the real TensorRT-RTX that builds here has no plugin layer (``tests/test_rtx.py``,
+``test_ast_plugins_cannot_register_with_tensorrt_rtx``), so no real library here can register the
+plugins or call their shape, type, format and AOT functions.
+
 Run as a script (``python tests/trt_qdp.py VERSION OUT.json``) it builds the test model's plugins
 end to end, including real Triton PTX, in a process without ``TRITON_INTERPRET``.
 """

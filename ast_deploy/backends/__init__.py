@@ -72,6 +72,8 @@ def open_backend(source, device: str = "cpu", *, task: str | None = None, config
         raise ValueError(f"{path}: unknown model file type {path.suffix!r} (a checkpoint "
                          f"{', '.join(CHECKPOINT_SUFFIXES)}, an ONNX model {', '.join(ONNX_SUFFIXES)} "
                          f"or a TensorRT engine {', '.join(ENGINE_SUFFIXES)})")
+    if options.get("options") is not None and kind != "tensorrt":
+        raise ValueError(f"{type(options['options']).__name__} is for TensorRT engines; {path.name} is not one")
     if kind == "pytorch":
         from ..model.factory import build_model  # imports torch: only for a checkpoint
 

@@ -29,6 +29,7 @@ import numpy as np
 
 from ..budget import Cost
 from ..engines.cache import read_sidecar
+from ..engines.runtimes import RTX, RUNTIME_NAMES, import_tensorrt_rtx
 from ..engines.target import Target, current_target, import_tensorrt
 from ..metadata import DEFAULT_SIZE_MULTIPLE
 from ..shapes import ShapeProfile, format_shape
@@ -43,7 +44,8 @@ def explain_deserialize_failure(path, sidecar: dict | None, current: Target) -> 
         return (f"{head} No sidecar JSON ({Path(path).name}.json) says where it was built; this machine has "
                 f"{here}. Engines run only with the TensorRT version and GPU model they were built for: "
                 "rebuild it here with ast-build MODEL.onnx.")
-    built = Target(str(sidecar.get("tensorrt")), str(sidecar.get("gpu")), str(sidecar.get("compute_capability")))
+    built = Target(str(sidecar.get("tensorrt")), str(sidecar.get("gpu")), str(sidecar.get("compute_capability")),
+                   str(sidecar.get("runtime", "TensorRT")))
     onnx = (sidecar.get("onnx") or {}).get("path", "MODEL.onnx")
     if built != current:
         return (f"{head} It was built with {built.describe()}; this machine has {here}. Engines run only with "
@@ -57,25 +59,55 @@ def explain_deserialize_failure(path, sidecar: dict | None, current: Target) -> 
     return f"{head} It was built for this TensorRT and GPU ({here}), so the file is damaged: rebuild it with ast-build {onnx}."
 
 
+def runtime_module(path):
+    """``tensorrt``, or ``tensorrt_rtx`` for an engine whose sidecar says TensorRT-RTX built it."""
+    sidecar = read_sidecar(path) or {}
+    return import_tensorrt_rtx() if sidecar.get("runtime") == RUNTIME_NAMES[RTX] else import_tensorrt()
+
+
+def refit(trt, engine, onnx_path, logger, sidecar: dict | None) -> None:
+    """Put the weights of ``onnx_path`` into a weight-stripped ``engine`` (``ast-build --strip-weights``).
+    The ONNX is read as the builder read it (RTX: its ast:: functions inlined, see engines.parser_input)."""
+    from ..engines.parser_input import parser_input
+
+    refitter = trt.Refitter(engine, logger)
+    parser = trt.OnnxParserRefitter(refitter, logger)
+    sidecar = sidecar or {}
+    inline = sidecar.get("runtime") == RUNTIME_NAMES[RTX] and not (sidecar.get("plugins") or {}).get("used")
+    if not parser.refit_from_bytes(parser_input(onnx_path, inline), str(onnx_path)):
+        errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
+        raise BackendError(f"cannot refit the engine from {onnx_path}: {errors or 'see the log above'}")
+    if not refitter.refit_cuda_engine():
+        raise BackendError(f"refitting the engine from {onnx_path} failed; missing weights: "
+                           f"{list(refitter.get_missing_weights())[:5]}")
+
+
 class EngineFromPath:
     """Loader: deserializes an engine file when called; returns ``(engine, sidecar or None)``.
 
     Engines with the AST plugins need nothing registered: their kernels are ahead-of-time PTX inside
     the engine (TensorRT ``tensorrt.plugin.aot_impl``)."""
 
-    def __init__(self, path: str | os.PathLike, device: int = 0):
+    def __init__(self, path: str | os.PathLike, device: int = 0, refit_from=None):
         self.path = Path(path)
         self.device = device
+        self.refit_from = refit_from
 
     def __call__(self):
         if not self.path.is_file():
             raise FileNotFoundError(f"engine {str(self.path)!r} does not exist")
-        trt = import_tensorrt()
+        trt = runtime_module(self.path)
         sidecar = read_sidecar(self.path)
-        runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
+        logger = trt.Logger(trt.Logger.WARNING)
+        runtime = trt.Runtime(logger)
         engine = runtime.deserialize_cuda_engine(self.path.read_bytes())
         if engine is None:
             raise BackendError(explain_deserialize_failure(self.path, sidecar, current_target(trt, self.device)))
+        if self.refit_from is not None:
+            refit(trt, engine, self.refit_from, logger, sidecar)
+        elif ((sidecar or {}).get("options") or {}).get("strip_weights"):
+            raise BackendError(f"{self.path.name} was built without its weights (--strip-weights): open it with "
+                               "options=TensorRTOptions(refit_from=THE_ONNX) (ast_deploy.backends.options)")
         return engine, sidecar
 
 
@@ -104,9 +136,10 @@ def _cuda():
 class TensorRTBackend(Backend):
     """Runs a TensorRT engine (a path, or an ``EngineFromPath`` loader) on CUDA device ``device``."""
 
-    def __init__(self, engine: str | os.PathLike | EngineFromPath, *, device: int = 0):
-        trt = import_tensorrt()
-        loader = engine if isinstance(engine, EngineFromPath) else EngineFromPath(engine, device)
+    def __init__(self, engine: str | os.PathLike | EngineFromPath, *, device: int = 0, options=None):
+        refit_from = getattr(options, "refit_from", None)
+        loader = engine if isinstance(engine, EngineFromPath) else EngineFromPath(engine, device, refit_from)
+        trt = runtime_module(loader.path)
         cuda, count = _cuda()
         if not 0 <= loader.device < count:
             raise BackendError(f"no CUDA device {loader.device}: the CUDA runtime sees {count}")

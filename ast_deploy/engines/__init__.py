@@ -1,4 +1,5 @@
-"""TensorRT engines: building (with Polygraphy), the engine cache and its sidecar records."""
+"""TensorRT and TensorRT-RTX engines: building (TensorRT with Polygraphy, TensorRT-RTX with its builder API),
+the engine cache, its sidecar records and the per-layer precision report."""
 
 from .build import build_engine
 from .plugins import PluginError

@@ -24,9 +24,11 @@ def cache_key(onnx_sha256: str, target: Target, options: dict) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def default_engine_path(onnx_path: str | os.PathLike, key: str) -> Path:
+def default_engine_path(onnx_path: str | os.PathLike, key: str, tag: str = "") -> Path:
+    """``<onnx stem><tag>.<key>.plan``; ``tag`` is the runtime's (".rtx" for TensorRT-RTX, none for
+    TensorRT), so engines of the two runtimes never share a name."""
     onnx_path = Path(onnx_path)
-    return onnx_path.with_name(f"{onnx_path.stem}.{key}.plan")
+    return onnx_path.with_name(f"{onnx_path.stem}{tag}.{key}.plan")
 
 
 def sidecar_path(engine_path: str | os.PathLike) -> Path:
@@ -41,9 +43,11 @@ def sidecar_content(*, key: str, engine_path, onnx, target: Target, profile, opt
         "engine": Path(engine_path).name,
         "onnx": {"path": str(Path(onnx.path).resolve()), "sha256": onnx.sha256,
                  "task": onnx.task, "metadata": onnx.metadata},
-        "tensorrt": target.tensorrt,
+        "runtime": target.runtime,
+        "tensorrt": target.tensorrt,  # the runtime's version (TensorRT's or TensorRT-RTX's)
         "gpu": target.gpu,
         "compute_capability": target.compute_capability,
+        "compute_capabilities": target.compute_capability.split(","),
         "input": onnx.input_name,
         "profile": profile.to_dict(),
         "size_multiple": onnx.size_multiple,

@@ -31,15 +31,20 @@ def import_tensorrt():
 
 @dataclass(frozen=True)
 class Target:
+    """What an engine is built for. ``tensorrt`` is the runtime's version; ``runtime`` is "TensorRT" or
+    "TensorRT-RTX"; an RTX engine built ahead of time names no GPU and one or more compute capabilities
+    ("8.6,8.9,12.0")."""
     tensorrt: str
     gpu: str
     compute_capability: str
+    runtime: str = "TensorRT"
 
     def to_dict(self) -> dict:
         return asdict(self)
 
     def describe(self) -> str:
-        return f"TensorRT {self.tensorrt} on {self.gpu} (compute capability {self.compute_capability})"
+        plural = "ies" if "," in self.compute_capability else "y"
+        return f"{self.runtime} {self.tensorrt} on {self.gpu} (compute capabilit{plural} {self.compute_capability})"
 
 
 def parse_device(device) -> int:
