@@ -57,12 +57,15 @@ class Runner:
 ``size_multiple``: the H and W multiple of an ONNX model without ``ast.size_multiple`` metadata
     (a model not made by ast-export is refused without it, and then needs ``task`` or ``protocol``).
     An ONNX whose ``ast.task`` metadata names another task than ``task`` is refused unless ``force``;
-    without ``task``, the metadata's task gives the protocol."""
+    without ``task``, the metadata's task gives the protocol.
+    ``runtime`` runs an ONNX model on the CPU: "auto" (measured once per model file and cached:
+    ``ast_deploy.runtime_choice``; ``runtime_choice`` then holds the figures), "onnxruntime",
+    "openvino", or an ``OpenVINOOptions`` for OpenVINO's own settings."""
 
     def __init__(self, source, task: str | None = None, protocol: str | Protocol | None = None,
                  device: str = "cpu", *, config: dict | None = None, kernels: str | None = None,
                  max_batch: int | None = None, max_memory=None, tile=None, progress=None,
-                 size_multiple: int | None = None, force: bool = False):
+                 size_multiple: int | None = None, force: bool = False, runtime="auto"):
         device = check_device(device)
         if task is not None:
             get_task(task)  # an unknown task fails before a model is loaded
@@ -70,7 +73,8 @@ class Runner:
         onnx_options = ({"size_multiple": size_multiple} if size_multiple is not None
                         and isinstance(source, (str, os.PathLike)) and backend_kind(source) == "onnx" else {})
         self.backend = open_backend(source, device, task=task, config=config, kernels=kernels, max_batch=max_batch,
-                                    **onnx_options)
+                                    runtime=runtime, **onnx_options)
+        self.runtime_choice = getattr(self.backend, "runtime_choice", None)  # what runtime="auto" measured
         if size_multiple is not None and size_multiple != self.backend.size_multiple:
             raise ValueError(f"{source}: size multiple {size_multiple} was given, the model's is "
                              f"{self.backend.size_multiple}")
