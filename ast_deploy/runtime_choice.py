@@ -64,8 +64,15 @@ class RuntimeChoice:
         return f"{head}; {self.precision} export, {h}x{w} probe: " + "; ".join(parts) + ")"
 
 
+def _importable(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):  # a module set to None in sys.modules (blocked), or without a spec
+        return False
+
+
 def installed_runtimes() -> list[str]:
-    return [name for name, module in CPU_RUNTIMES.items() if importlib.util.find_spec(module) is not None]
+    return [name for name, module in CPU_RUNTIMES.items() if _importable(module)]
 
 
 def _versions(names) -> str:
