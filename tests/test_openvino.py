@@ -42,13 +42,19 @@ def native_bf16() -> bool:
     return "amx_bf16" in flags or "avx512_bf16" in flags
 
 
+@pytest.fixture(scope="module", autouse=True)
+def private_cache(tmp_path_factory):
+    """The module's own caches (costs, OpenVINO's IR and compiled models), not the user's."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("AST_DEPLOY_CACHE", str(tmp_path_factory.mktemp("cache")))
+        yield
+
+
 @pytest.fixture(autouse=True)
-def private_cache(tmp_path_factory, monkeypatch):
-    """Every test with its own caches (costs, runtime choices, OpenVINO's IR and compiled models) and
-    with ``auto`` measuring (an AST_RUNTIME of the caller's would skip it)."""
+def auto_measures(monkeypatch):
+    """``auto`` measuring (the suite's AST_RUNTIME=onnxruntime would skip it), from an empty memo."""
     import ast_deploy.runtime_choice as choice
 
-    monkeypatch.setenv("AST_DEPLOY_CACHE", str(tmp_path_factory.mktemp("cache")))
     monkeypatch.delenv("AST_RUNTIME", raising=False)
     monkeypatch.setattr(choice, "_MEMO", {})
 
@@ -154,9 +160,11 @@ def test_local_functions_are_inlined_in_memory_only(tmp_path):
 
 # ---------------------------------------------------------------- auto
 
-def test_auto_measures_once_and_caches_the_decision(tmp_path):
+def test_auto_measures_once_and_caches_the_decision(tmp_path, monkeypatch):
     import ast_deploy.runtime_choice as choice
     from ast_deploy.budget import cache_root
+
+    monkeypatch.setenv("AST_DEPLOY_CACHE", str(tmp_path))  # no runtime.json yet
 
     before = sha256(dynamic_onnx())
     first = Runner(dynamic_onnx())  # runtime="auto" is the default
@@ -179,8 +187,10 @@ def test_auto_measures_once_and_caches_the_decision(tmp_path):
     assert sha256(dynamic_onnx()) == before
 
 
-def test_ast_runtime_env_skips_measuring(monkeypatch):
+def test_ast_runtime_env_skips_measuring(monkeypatch, tmp_path):
     from ast_deploy.budget import cache_root
+
+    monkeypatch.setenv("AST_DEPLOY_CACHE", str(tmp_path))
 
     monkeypatch.setenv("AST_RUNTIME", "onnxruntime")
     runner = Runner(dynamic_onnx())
@@ -211,7 +221,8 @@ def test_ast_check_runtime_openvino_passes(tmp_path, capsys):
 
     report = tmp_path / "report.json"
     code = check.main([str(checkpoint()), str(dynamic_onnx()), "--config", json.dumps(TINY_CONFIG), "--protocol",
-                       "pad:128", "--sizes", "128x128", "--runtime", "openvino", "--report", str(report)])
+                       "pad:128", "--sizes", "128x128", "--runtime", "openvino", "--max-memory", "unlimited",
+                       "--report", str(report)])
     assert code == 0, capsys.readouterr().out
     data = json.loads(report.read_text())
     assert data["extra"]["backends"]["candidate"].startswith("openvino[CPU,f32]")
