@@ -103,8 +103,13 @@ def _torch_backend(model, device, kernels, max_batch, options) -> Backend:
     return TorchBackend(model, device, **({"max_batch": max_batch} if max_batch else {}))
 
 
+SHARED_OPTIONS = {"intra_op_threads", "size_multiple"}  # ONNX options every CPU runtime takes
+
+
 def _onnx_backend(path: Path, device: str, runtime, options: dict) -> Backend:
     choice = None
+    if runtime == "auto" and set(options) - SHARED_OPTIONS:  # providers= and friends: ONNX Runtime's own
+        runtime = "onnxruntime"
     if runtime == "auto":
         from ..runtime_choice import choose_runtime
 
@@ -124,7 +129,7 @@ def _openvino_backend(path: Path, device: str, runtime, options: dict) -> Backen
     if str(device).startswith("cuda"):
         raise ValueError(f"runtime openvino runs on the CPU here, not on {device}: use device='cpu' or "
                          "runtime='onnxruntime'")
-    unknown = sorted(set(options) - {"intra_op_threads", "size_multiple"})
+    unknown = sorted(set(options) - SHARED_OPTIONS)
     if unknown:
         raise TypeError(f"options {unknown} are ONNX Runtime's; give OpenVINO's as runtime=OpenVINOOptions(...)")
     if not isinstance(runtime, OpenVINOOptions):
