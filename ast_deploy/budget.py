@@ -257,9 +257,14 @@ def fit_cost(points: list[tuple[int, int]], source: str = "measured") -> Cost:
     return Cost(SAFETY * slope, SAFETY * constant, source)
 
 
-def _cache_file() -> Path:
+def cache_root() -> Path:
+    """The package's cache folder: $AST_DEPLOY_CACHE, else $XDG_CACHE_HOME/ast_deploy (~/.cache/ast_deploy)."""
     root = os.environ.get("AST_DEPLOY_CACHE") or Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "ast_deploy"
-    return Path(root) / "cost.json"
+    return Path(root)
+
+
+def _cache_file() -> Path:
+    return cache_root() / "cost.json"
 
 
 def file_digest(path: str | os.PathLike) -> str:
@@ -277,7 +282,7 @@ def backend_identity(backend) -> str | None:
     path = getattr(backend, "path", None)
     if path is not None and Path(path).is_file():
         model = file_digest(path)
-        runtime = "onnxruntime" if "Onnx" in kind else "tensorrt"
+        runtime = getattr(backend, "runtime", None) or ("onnxruntime" if "Onnx" in kind else "tensorrt")
     elif getattr(backend, "model", None) is not None and hasattr(backend.model, "state_dict"):
         shapes = sorted((k, tuple(v.shape)) for k, v in backend.model.state_dict().items())
         extra = getattr(backend.model, "ops_impl", None)
@@ -289,7 +294,8 @@ def backend_identity(backend) -> str | None:
     version = getattr(module, "__version__", "?")
     threads = getattr(backend, "intra_op_threads", None) or os.cpu_count()
     device = getattr(backend, "provider", None) or str(getattr(backend, "device", "cpu"))
-    return f"v{COST_FORMAT}:{model}:{kind}:{runtime}-{version}:{device}:t{threads}"
+    settings = getattr(backend, "settings_key", "")  # what else changes its memory (OpenVINO: precision, mode)
+    return f"v{COST_FORMAT}:{model}:{kind}:{runtime}-{version}:{device}:t{threads}" + (f":{settings}" if settings else "")
 
 
 _cache_warnings: set = set()

@@ -40,6 +40,7 @@ INSTALL = {
     "onnxruntime-cuda": 'pip uninstall -y onnxruntime && pip install -e ".[gpu]" (and CUDA 12/13 + cuDNN 9 libraries '
                         'matching the onnxruntime-gpu build)',
     "triton": 'pip install -e ".[kernels]"',
+    "openvino": 'pip install -e ".[openvino]" (runtime auto then measures it beside ONNX Runtime)',
     "tritonserver": "an NGC Triton Inference Server container (nvcr.io/nvidia/tritonserver), or pip install nvidia-pytriton "
                     "in the server's own environment (ast-serve makes it)",
 }
@@ -264,6 +265,44 @@ def check_onnxruntime() -> dict:
     return out
 
 
+MATRIX_FLAGS = ("amx_bf16", "amx_int8", "avx512_bf16", "avx512_vnni")  # /proc/cpuinfo: BF16 and INT8 units
+
+
+def cpu_matrix_flags() -> list[str]:
+    """The CPU's BF16 / INT8 matrix and dot-product flags (Linux /proc/cpuinfo; [] elsewhere)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+                    return [flag for flag in MATRIX_FLAGS if flag in flags]
+    except OSError:
+        pass
+    return []
+
+
+def check_openvino() -> dict:
+    """OpenVINO's version, its CPU capabilities, and what each export precision computes in here."""
+    version = _dist_version("openvino")
+    flags = cpu_matrix_flags()
+    if version is None:
+        return {"ok": False, "detail": f"not installed (CPU units: {', '.join(flags) or 'none listed'})",
+                "install": INSTALL["openvino"], "cpu_flags": flags}
+    try:
+        from .backends.openvino import cpu_capabilities, inference_precision
+
+        caps = cpu_capabilities()
+    except Exception as e:
+        return {"ok": False, "detail": f"import fails: {type(e).__name__}: {str(e)[:200]}",
+                "install": INSTALL["openvino"], "cpu_flags": flags}
+    computes = {p: inference_precision(p, caps) for p in ("fp32", "fp16", "int8")}
+    native = "native BF16" if "BF16" in caps else "no native BF16"
+    return {"ok": True, "version": version, "capabilities": caps, "cpu_flags": flags, "computes": computes,
+            "detail": f"{version}: CPU {', '.join(caps)} ({native}; {', '.join(flags) or 'no AMX/VNNI flags'}); "
+                      f"FP32 exports compute in {computes['fp32']}, FP16 in {computes['fp16']}, INT8 in integer "
+                      f"kernels + {computes['int8']}"}
+
+
 def check_triton() -> dict:
     version = _dist_version("triton")
     if version is None:
@@ -331,6 +370,7 @@ def collect() -> dict:
         "tensorrt": check_tensorrt(jetson),
         "tensorrt_rtx": check_tensorrt_rtx(gpu),
         "onnxruntime": check_onnxruntime(),
+        "openvino": check_openvino(),
         "triton": check_triton(),
         "tritonserver": check_tritonserver(),
         "memory": check_memory(gpu),
@@ -345,7 +385,7 @@ def collect() -> dict:
 
 LABELS = {"python": "Python", "pytorch": "PyTorch", "gpu": "CUDA GPU", "jetson": "Jetson", "tensorrt": "TensorRT",
           "tensorrt_rtx": "TensorRT-RTX",
-          "onnxruntime": "ONNX Runtime", "triton": "Triton compiler", "tritonserver": "Triton Inference Server",
+          "onnxruntime": "ONNX Runtime", "openvino": "OpenVINO", "runtime": "runtime auto", "triton": "Triton compiler", "tritonserver": "Triton Inference Server",
           "memory": "memory"}
 
 

@@ -19,6 +19,7 @@ import numpy as np
 from PIL import Image as PILImage
 
 from .backends import backend_kind, open_backend
+from .backends.options import OpenVINOOptions
 from .budget import (BudgetError, BudgetWarning, format_size, measure_cost, release_memory, remember_cost,
                      resolve_budget, scaled_cost)
 from .images import pil_to_array, quantize, to_rgb, to_unit_float
@@ -89,22 +90,28 @@ class Runner:
     An ONNX whose ``ast.task`` metadata names another task than ``task`` is refused unless ``force``;
     without ``task``, the metadata's task gives the protocol. ``options``: the backend's options
     dataclass (``ast_deploy.backends.options``), e.g. ``TensorRTOptions(refit_from="model.onnx")`` for a
-    weight-stripped engine."""
+    weight-stripped engine.
+    ``runtime`` runs an ONNX model on the CPU: "auto" (measured once per model file and cached:
+    ``ast_deploy.runtime_choice``; ``runtime_choice`` then holds the figures), "onnxruntime",
+    "openvino", or an ``OpenVINOOptions`` for OpenVINO's own settings."""
 
     def __init__(self, source, task: str | None = None, protocol: str | Protocol | None = None,
                  device: str = "cpu", *, config: dict | None = None, kernels: str | None = None,
                  max_batch: int | None = None, max_memory=None, tile=None, progress=None,
-                 size_multiple: int | None = None, force: bool = False, options=None):
+                 size_multiple: int | None = None, force: bool = False, runtime="auto", options=None):
         device = check_device(device)
         if task is not None:
             get_task(task)  # an unknown task fails before a model is loaded
         # --size-multiple is for ONNX models without metadata; for others it is checked against theirs below
         onnx_options = ({"size_multiple": size_multiple} if size_multiple is not None
                         and isinstance(source, (str, os.PathLike)) and backend_kind(source) == "onnx" else {})
+        if isinstance(options, OpenVINOOptions):  # OpenVINO's options also name the runtime
+            runtime, options = options, None
         if options is not None:  # one dataclass per backend (ast_deploy.backends.options)
             onnx_options["options"] = options
         self.backend = open_backend(source, device, task=task, config=config, kernels=kernels, max_batch=max_batch,
-                                    **onnx_options)
+                                    runtime=runtime, **onnx_options)
+        self.runtime_choice = getattr(self.backend, "runtime_choice", None)  # what runtime="auto" measured
         if size_multiple is not None and size_multiple != self.backend.size_multiple:
             raise ValueError(f"{source}: size multiple {size_multiple} was given, the model's is "
                              f"{self.backend.size_multiple}")

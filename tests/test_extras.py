@@ -61,12 +61,13 @@ def test_extras_follow_the_conventions():
     assert names("serving") == {"tritonclient"} and names("ray") == {"ray"} and names("video") == {"av"}
     assert {"http", "grpc"} <= next(iter(reqs("serving"))).extras
     assert "data" in next(iter(reqs("ray"))).extras
+    assert names("openvino") == {"openvino"}
 
 
 def test_test_extra_brings_what_the_tests_need():
     test = {canonicalize_name(r.name): r for r in reqs("test")}
     assert "pytest" in test and "packaging" in test and "onnxruntime-gpu" not in test
-    for extra in ("cpu", "export", "kernels", "demo", "serving", "ray", "video"):
+    for extra in ("cpu", "export", "kernels", "demo", "serving", "ray", "video", "openvino"):
         for r in reqs(extra):
             mine = test.get(canonicalize_name(r.name))
             assert mine is not None, f"[test] lacks {r} from [{extra}]"

@@ -79,6 +79,8 @@ class SessionFromOnnx:
 class OnnxRuntimeBackend(Backend):
     """Runs an ONNX model (a path, or a ``SessionFromOnnx`` loader for non-default options)."""
 
+    runtime = "onnxruntime"
+
     def __init__(self, model: str | os.PathLike | SessionFromOnnx, *, providers: str = "auto",
                  intra_op_threads: int | None = None, provider_options: dict | None = None,
                  size_multiple: int | None = None):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 
@@ -53,7 +54,7 @@ def main(argv=None) -> int:
     except ValueError as e:
         p.error(f"--sizes: {e}")
 
-    rows, notes = [], set()
+    rows, notes, choices = [], set(), []
     bar = Progress(total=len(args.sources) * len(sizes), desc="benchmarking", unit="run", quiet=args.quiet)
     for source in args.sources:
         try:
@@ -61,6 +62,9 @@ def main(argv=None) -> int:
         except UsageError as e:
             print(f"ast-bench: error: {e}", file=sys.stderr)
             return 2
+        choice = runner.runtime_choice
+        if choice is not None:
+            choices.append(f"{source}: {choice.summary()}")
         for h, w in sizes:
             batch = np.stack([synthetic_image(h, w, seed) for seed in range(args.batch)])
             # the process's own baseline (imports, weights), measured after the cost probe; the
@@ -75,11 +79,16 @@ def main(argv=None) -> int:
             result = benchmark(runner, batch, runs=args.runs, warmup=args.warmup)
             rows.append({"source": str(source), "size": f"{h}x{w}", "protocol": str(runner.protocol),
                          "backend": getattr(runner.backend, "name", type(runner.backend).__name__), **result,
+                         "runtime": getattr(runner.backend, "runtime", None),
+                         "inference_precision": getattr(runner.backend, "inference_precision", None),
+                         "runtime_choice": None if choice is None else dataclasses.asdict(choice),
                          "baseline_rss_mb": baseline / 2 ** 20, "max_memory": format_size(runner.budget),
                          "plan": str(plan.protocol), "plan_batch": plan.batch})
             bar.update(status=f"{source} {h}x{w}: {result['mean_ms']:.1f} ms")
         notes.add(runner.tiling_note())
     print(format_table(rows))
+    for line in choices:  # which runtime --runtime auto chose, and the figures behind it
+        print(f"ast-bench: {line}", file=sys.stderr)
     notes = {runner_note for runner_note in notes if runner_note}
     for note in sorted(notes):
         print(f"ast-bench: {note}", file=sys.stderr)

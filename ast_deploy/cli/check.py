@@ -139,7 +139,12 @@ def main(argv=None) -> int:
         print(f"ast-check: {message}", file=sys.stderr)
     report.extra["tolerance_from"] = (str(recipe.path) if recipe is not None and args.precision in recipe.tolerances
                                       else "defaults (ast_deploy.checks.tolerances)")
+    report.extra["backends"] = {side: getattr(runner.backend, "name", type(runner.backend).__name__)
+                                for side, runner in (("reference", reference), ("candidate", candidate))}
     print(text_table(report))
+    for path, runner in ((args.reference, reference), (args.candidate, candidate)):
+        if runner.runtime_choice is not None:  # what --runtime auto chose, and why
+            print(f"ast-check: {path}: {runner.runtime_choice.summary()}", file=sys.stderr)
     note = candidate.tiling_note()
     if note:
         print(f"ast-check: both sides ran the candidate's plan: {note}", file=sys.stderr)

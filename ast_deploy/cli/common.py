@@ -13,7 +13,7 @@ import sys
 import warnings
 from pathlib import Path
 
-from ..backends import BackendError, backend_kind
+from ..backends import RUNTIMES, BackendError, backend_kind
 from ..backends.triton_client import is_server_url
 from ..budget import BudgetWarning
 from ..budget import parse_size as parse_memory_size
@@ -165,6 +165,10 @@ def add_model_options(p: argparse.ArgumentParser, protocol_help: str = "") -> No
                                       "(default: the task's, else pad to the model's size multiple)" + protocol_help)
     p.add_argument("--device", default="cpu", type=device_arg,
                    help="cpu, cuda or cuda:N (TensorRT engines always run on a GPU)")
+    p.add_argument("--runtime", choices=RUNTIMES, default="auto",
+                   help="what runs an ONNX model on the CPU: onnxruntime, openvino, or auto (default: the fastest "
+                        "installed one that holds the export's tolerance, measured once per model and cached; "
+                        "AST_RUNTIME=NAME skips the measurement)")
     p.add_argument("--size-multiple", type=_size_multiple_arg, metavar="N",
                    help="H and W multiple of an ONNX model without ast.size_multiple metadata (one not made "
                         "by ast-export); such a model also needs --task or --protocol")
@@ -215,10 +219,17 @@ def open_runner(source, args: argparse.Namespace):
         return Runner(source, task=args.task, protocol=args.protocol, device=args.device, config=config,
                       size_multiple=getattr(args, "size_multiple", None), force=getattr(args, "force", False),
                       max_memory=getattr(args, "max_memory", None), tile=getattr(args, "tile", None),
-                      progress=getattr(args, "tile_progress", None))
+                      progress=getattr(args, "tile_progress", None), runtime=runtime_for(source, args))
     # CheckpointError is a ValueError, so are bad tasks and protocols; engines need TensorRT and a GPU
     except (OSError, ValueError, BackendError, TensorRTNotInstalled) as e:
         raise UsageError(f"cannot open {source}: {e}") from e
+
+
+def runtime_for(source, args: argparse.Namespace) -> str:
+    """``--runtime`` for an ONNX source; "auto" for the others (ast-check's checkpoint reference runs on
+    PyTorch whatever runtime its ONNX candidate is given)."""
+    runtime = getattr(args, "runtime", None) or "auto"
+    return runtime if not is_server_url(source) and backend_kind(source) == "onnx" else "auto"
 
 
 def expand_inputs(items: list[str], suffixes) -> tuple[list[Path], list[str]]:

@@ -23,7 +23,8 @@ from ..scale import (
     is_uri,
     restore_files,
 )
-from .common import UsageError, load_config, summarize
+from ..backends import BackendError, backend_kind
+from .common import UsageError, load_config, runtime_for, summarize
 
 
 class _Terminated(Exception):
@@ -59,7 +60,7 @@ def _ray_setup(args):
     if not Path(source).exists():
         raise UsageError(f"{source}: no such file")
     return dict(task=args.task, protocol=args.protocol, device=args.device, config=load_config(args.config),
-                max_memory=getattr(args, "max_memory", None)), source
+                max_memory=getattr(args, "max_memory", None), runtime=_worker_runtime(source, args)), source
 
 
 def run_clips_cli(args, clips, failures) -> int:
@@ -100,6 +101,20 @@ def run_clips_cli(args, clips, failures) -> int:
     return summarize(done, skipped, failures, args.out, "clip")
 
 
+def _worker_runtime(source, args) -> str:
+    """The runtime the workers open an ONNX with: ``auto`` is decided here, once, so that the workers
+    do not each measure (and on one machine at the same time)."""
+    runtime = runtime_for(source, args)
+    if runtime != "auto" or backend_kind(source) != "onnx":  # auto means nothing to a checkpoint or an engine
+        return runtime
+    from ..runtime_choice import choose_runtime
+
+    try:
+        return choose_runtime(source, args.device, size_multiple=getattr(args, "size_multiple", None)).runtime
+    except (OSError, ValueError, BackendError) as e:
+        raise UsageError(f"cannot open {source}: {e}") from e
+
+
 def run_cli(args, inputs, failures) -> int:
     """``ast-restore --ray``: the single-machine command's inputs, outputs, messages and exit codes."""
     prog = "ast-restore"
@@ -109,7 +124,8 @@ def run_cli(args, inputs, failures) -> int:
         if not Path(source).exists():
             raise UsageError(f"{source}: no such file")
         runner_kwargs = dict(task=args.task, protocol=args.protocol, device=args.device,
-                             config=load_config(args.config), max_memory=getattr(args, "max_memory", None))
+                             config=load_config(args.config), max_memory=getattr(args, "max_memory", None),
+                             runtime=_worker_runtime(source, args))
     except (RayNotInstalled, UsageError) as e:
         print(f"{prog}: error: {e}", file=sys.stderr)
         return 2

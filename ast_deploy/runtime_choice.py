@@ -1,0 +1,235 @@
+"""``runtime="auto"``: which installed CPU runtime runs an ONNX, decided by measurement.
+
+Each installed runtime (ONNX Runtime, OpenVINO) opens the model and runs a short probe (one
+synthetic image at a small size, ``probe_size``: one warm-up call, then the median of
+``PROBE_RUNS``); the fastest one whose output stays within the export precision's tolerance of
+ONNX Runtime's (the runtime ast-export validated the file on) is chosen. The decision and its
+figures are cached on disk (``<cache>/runtime.json``) and in memory, keyed by the model file's
+content, its precision, the runtimes' versions, the thread count and the CPU: a second Runner on
+the same file measures nothing. The probe's peak memory per runtime is kept with the figures (the
+budget's cost per pixel is measured by the Runner, for the runtime chosen, and cached by the budget).
+
+``AST_RUNTIME=onnxruntime`` (or ``openvino``) in the environment turns ``auto`` into that runtime
+without measuring. On a CUDA device ``auto`` is ONNX Runtime (OpenVINO runs here on the CPU only).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import statistics
+import time
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from .budget import cache_root, current_rss, file_digest, peak_rss, release_memory, reset_peak
+from .fileio import atomic_write
+
+ENV = "AST_RUNTIME"
+CHOICE_FORMAT = 1  # bump when the probe's method changes: old entries are then ignored
+PROBE_RUNS = 3
+PROBE_SIDE = 64  # pixels: the probe's side, rounded up to the model's size multiple (AST-B: 128)
+CPU_RUNTIMES = {"onnxruntime": "onnxruntime", "openvino": "openvino"}  # runtime -> module
+
+
+@dataclass
+class RuntimeChoice:
+    """The runtime ``auto`` chose for a model, why, and the figures behind it (per runtime: median
+    seconds of the probe, PSNR against ONNX Runtime's output, whether it holds the tolerance, the
+    precision it computes in, the memory cost in bytes per pixel, or the error that kept it out)."""
+
+    runtime: str
+    reason: str  # "measured", "cached", "AST_RUNTIME", "only one installed", "device"
+    precision: str | None = None  # the export's
+    size: tuple[int, int] | None = None
+    tolerance_db: float | None = None
+    figures: dict = field(default_factory=dict)
+
+    def summary(self) -> str:
+        head = f"runtime auto -> {self.runtime} ({self.reason}"
+        if not self.figures:
+            return head + ")"
+        h, w = self.size
+        parts = []
+        for name, f in self.figures.items():
+            if "error" in f:
+                parts.append(f"{name}: {f['error']}")
+                continue
+            psnr = "" if name == "onnxruntime" else f", {f['psnr_db']:.1f} dB vs onnxruntime"
+            held = "" if f["holds"] else f" (below {self.tolerance_db:g} dB: not chosen)"
+            parts.append(f"{name} {f['inference_precision']} {1e3 * f['seconds']:.1f} ms, peak "
+                         f"{f['peak_bytes'] / 2 ** 20:.0f} MiB{psnr}{held}")
+        return f"{head}; {self.precision} export, {h}x{w} probe: " + "; ".join(parts) + ")"
+
+
+def _importable(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):  # a module set to None in sys.modules (blocked), or without a spec
+        return False
+
+
+def installed_runtimes() -> list[str]:
+    return [name for name, module in CPU_RUNTIMES.items() if _importable(module)]
+
+
+def _versions(names) -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = []
+    for name in names:
+        try:
+            out.append(f"{name}-{version(name)}")
+        except PackageNotFoundError:  # onnxruntime-gpu and friends: the module's own
+            out.append(f"{name}-{getattr(__import__(CPU_RUNTIMES[name]), '__version__', '?')}")
+    return ",".join(out)
+
+
+def _cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    import platform
+
+    return platform.processor() or platform.machine()
+
+
+def choice_key(path, threads: int | None, runtimes) -> str:
+    return (f"v{CHOICE_FORMAT}:{file_digest(path)}:{_versions(runtimes)}:t{threads or os.cpu_count()}:"
+            f"{_cpu_name()}")
+
+
+def _cache_file():
+    return cache_root() / "runtime.json"
+
+
+def _read_cache() -> dict:
+    try:
+        return json.loads(_cache_file().read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _write_cache(key: str, choice: RuntimeChoice) -> None:
+    entries = _read_cache()
+    entries[key] = {**asdict(choice), "when": time.strftime("%Y-%m-%d %H:%M:%S")}
+    try:
+        _cache_file().parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(_cache_file(), json.dumps(entries, indent=1, sort_keys=True) + "\n")
+    except OSError:
+        pass  # a read-only home: measure again next time
+
+
+_MEMO: dict[str, RuntimeChoice] = {}
+
+
+def forced_runtime() -> str | None:
+    """The runtime AST_RUNTIME names (None when unset or "auto"); a ValueError for anything else."""
+    value = os.environ.get(ENV, "").strip().lower()
+    if value in ("", "auto"):
+        return None
+    if value not in CPU_RUNTIMES:
+        raise ValueError(f"{ENV}={os.environ[ENV]!r}: use {', '.join(CPU_RUNTIMES)} or auto")
+    return value
+
+
+def choose_runtime(path, device: str = "cpu", threads: int | None = None, size_multiple: int | None = None,
+                   *, use_cache: bool = True) -> RuntimeChoice:
+    """The runtime ``auto`` means for the ONNX at ``path`` on ``device`` (see the module's text)."""
+    if str(device).startswith("cuda"):
+        return RuntimeChoice("onnxruntime", "device")
+    forced = forced_runtime()
+    if forced:
+        return RuntimeChoice(forced, ENV)
+    runtimes = installed_runtimes()
+    if len(runtimes) < 2:
+        return RuntimeChoice(runtimes[0] if runtimes else "onnxruntime", "only one installed")
+    key = choice_key(path, threads, runtimes)
+    if use_cache:
+        if key in _MEMO:
+            return _MEMO[key]
+        entry = _read_cache().get(key)
+        if entry:
+            entry.pop("when", None)
+            size = entry.pop("size")
+            choice = RuntimeChoice(**{**entry, "reason": "cached", "size": tuple(size) if size else None})
+            _MEMO[key] = choice
+            return choice
+    choice = measure_runtimes(path, threads, size_multiple)
+    _MEMO[key] = choice
+    if use_cache:
+        _write_cache(key, choice)
+    return choice
+
+
+def probe_size(backend) -> tuple[int, int]:
+    """A small square the backend takes: PROBE_SIDE rounded up to its size multiple (its static size
+    for a static export)."""
+    m = backend.size_multiple
+    side = -(-PROBE_SIDE // m) * m
+    if backend.shape_range is not None:
+        (_, min_h, min_w), (_, max_h, max_w) = backend.shape_range
+        return (max(min_h, min(side, max_h or side)), max(min_w, min(side, max_w or side)))
+    return side, side
+
+
+def _time(backend, x) -> dict:
+    """Median seconds of the probe runs, and the peak resident growth over them (bytes)."""
+    release_memory()
+    before = current_rss()
+    if not reset_peak():
+        before = peak_rss()
+    out = backend.infer(x)  # warm-up: first-call allocations and OpenVINO's shape-specific compilation
+    seconds = []
+    for _ in range(PROBE_RUNS):
+        start = time.perf_counter()
+        backend.infer(x)
+        seconds.append(time.perf_counter() - start)
+    return {"seconds": statistics.median(seconds), "peak_bytes": max(0, peak_rss() - before)}, out
+
+
+def measure_runtimes(path, threads: int | None = None, size_multiple: int | None = None) -> RuntimeChoice:
+    """Open the model on each installed CPU runtime, time the probe and check its output against
+    ONNX Runtime's; the fastest that holds the tolerance wins (ONNX Runtime when none else does)."""
+    from .backends.onnxrt import OnnxRuntimeBackend
+    from .backends.openvino import OpenVINOBackend
+    from .backends.options import OpenVINOOptions
+    from .checks.metrics import psnr
+    from .checks.synthetic import synthetic_image
+    from .checks.tolerances import tolerance_for
+
+    extra = {"size_multiple": size_multiple} if size_multiple else {}
+    reference = OnnxRuntimeBackend(path, providers="cpu", intra_op_threads=threads, **extra)
+    size = probe_size(reference)
+    x = synthetic_image(*size, 0)[None]
+    timing, expected = _time(reference, x)
+    precision = _export_precision(path)
+    tolerance = tolerance_for(precision).psnr_min
+    figures = {"onnxruntime": {**timing, "inference_precision": precision, "holds": True}}
+    reference.close()
+    try:
+        candidate = OpenVINOBackend(path, OpenVINOOptions(threads=threads), **extra)
+        timing, out = _time(candidate, x)
+        quality = float(psnr(out, expected))
+        figures["openvino"] = {**timing, "inference_precision": candidate.inference_precision, "psnr_db": quality,
+                               "holds": quality >= tolerance}
+        candidate.close()
+    except Exception as e:  # a model OpenVINO cannot read or run: ONNX Runtime runs it
+        figures["openvino"] = {"error": f"{type(e).__name__}: {str(e)[:200]}"}
+    usable = [name for name, f in figures.items() if f.get("holds")]
+    best = min(usable, key=lambda name: figures[name]["seconds"])
+    return RuntimeChoice(best, "measured", precision, size, tolerance, figures)
+
+
+def _export_precision(path) -> str:
+    import onnx
+
+    from .backends.openvino import onnx_precision
+
+    return onnx_precision(onnx.load(str(path), load_external_data=False))

@@ -1,0 +1,218 @@
+"""AST-B's exports on the CPU runtimes (issue 23): FP32, FP16 and INT8 exports on ONNX Runtime and
+OpenVINO, what ``runtime="auto"`` chooses for each, against our eager PyTorch model.
+
+    python benchmarks/bench_cpu_runtimes.py [--sizes 256,512] [--threads 2] [--runs 3] [--work DIR]
+                                            [--paths eager,fp32-ort,...] [--parallel-size 256] [--json OUT]
+
+One process, the same weights (AST-B, random, seed 0, as bench_speed.py makes them), interleaved
+(every path once per round, one warm-up round first), median of ``--runs``; ratios against eager.
+PSNR (data range 1, unclipped) of each path's output against eager FP32 at each size. Peak memory:
+the growth of this process's peak resident set over its resident set before the warm-up call at the
+largest size (each path on its own, the other paths' buffers freed). Parallel: images per second
+with two requests in flight at once from two threads, on ONNX Runtime (one session shared, as the
+Runner shares it) and on OpenVINO's THROUGHPUT mode (two streams), ``--threads`` in total each.
+
+Exports are made once into ``--work`` (reused when present): FP32 (ast_deploy.export), FP16
+(precision.fp16), INT8 with Q/DQ for TensorRT / OpenVINO (the default placement) and INT8 for ONNX
+Runtime (``--int8-for onnxruntime``), calibrated on ``--calib-images`` demo images.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from timing import square_sides  # noqa: E402  (benchmarks/timing.py)
+
+FILES = {"fp32": "ast_b_fp32.onnx", "fp16": "ast_b_fp16.onnx", "int8": "ast_b_int8_qdq.onnx",
+         "int8ort": "ast_b_int8_ort.onnx"}
+ALL_PATHS = ("eager", "fp32-ort", "fp32-ov", "fp16-ort", "fp16-ov", "int8-ort", "int8-ov", "int8ort-ort",
+             "int8ort-ov")
+
+
+def prepare(model, work: Path, calib_images: int, wanted) -> dict[str, Path]:
+    from ast_deploy.precision.calibration import default_calibration_folder, load_calibration
+
+    work.mkdir(parents=True, exist_ok=True)
+    files = {k: work / v for k, v in FILES.items()}
+    if not files["fp32"].exists():
+        from ast_deploy.export import export_onnx
+
+        _step("export FP32", lambda: export_onnx(model, files["fp32"]))
+    calib = load_calibration(default_calibration_folder(), model.size_multiple, limit=calib_images)
+    if "fp16" in wanted and not files["fp16"].exists():
+        from ast_deploy.precision.fp16 import convert_fp16
+
+        _step("FP16", lambda: convert_fp16(files["fp32"], files["fp16"], calib))
+    for key, placement in (("int8", "tensorrt"), ("int8ort", "ort")):
+        if key in wanted and not files[key].exists():
+            from ast_deploy.precision.int8 import quantize_int8
+
+            _step(f"INT8 ({placement})", lambda: quantize_int8(files["fp32"], files[key], calib, placement=placement))
+    return files
+
+
+def _step(what, fn):
+    start = time.perf_counter()
+    fn()
+    print(f"# {what} in {time.perf_counter() - start:.0f} s", file=sys.stderr, flush=True)
+
+
+def open_path(name: str, files, threads: int, mode: str = "latency"):
+    from ast_deploy.backends.onnxrt import OnnxRuntimeBackend
+    from ast_deploy.backends.openvino import OpenVINOBackend
+    from ast_deploy.backends.options import OpenVINOOptions
+
+    export, runtime = name.split("-")
+    if runtime == "ort":
+        return OnnxRuntimeBackend(files[export], providers="cpu", intra_op_threads=threads)
+    return OpenVINOBackend(files[export], OpenVINOOptions(threads=threads, mode=mode))
+
+
+def psnr(a, b) -> float:
+    mse = float(np.mean((np.asarray(a, np.float64) - np.asarray(b, np.float64)) ** 2))
+    return float("inf") if mse == 0 else 10 * np.log10(1 / mse)
+
+
+def measure_size(fns: dict, x, runs: int, memory: bool) -> tuple[dict, dict, dict]:
+    """Median seconds per path (interleaved), the outputs, and (``memory``) each path's peak growth."""
+    from ast_deploy.budget import current_rss, peak_rss, release_memory, reset_peak
+
+    outs, peaks = {}, {}
+    for name, fn in fns.items():  # warm-up round, one path at a time: its peak memory
+        release_memory()
+        before = current_rss()
+        reset_peak()
+        outs[name] = fn(x)
+        if memory:
+            peaks[name] = (peak_rss() - before) / 2 ** 20
+    times = {name: [] for name in fns}
+    for _ in range(runs):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn(x)
+            times[name].append(time.perf_counter() - start)
+    return {k: statistics.median(v) for k, v in times.items()}, outs, peaks
+
+
+def parallel_rate(backend, x, per_thread: int = 2) -> float:
+    """Images per second with two requests in flight (two threads, ``per_thread`` calls each)."""
+    backend.infer(x)
+    backend.infer(x)  # a second request / buffer set exists before timing
+    start = time.perf_counter()
+    workers = [threading.Thread(target=lambda: [backend.infer(x) for _ in range(per_thread)]) for _ in range(2)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    return 2 * per_thread / (time.perf_counter() - start)
+
+
+def auto_choices(files, threads: int) -> dict:
+    from ast_deploy.runtime_choice import choose_runtime
+
+    return {k: choose_runtime(p, threads=threads) for k, p in files.items()}
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    p.add_argument("--sizes", default="256,512", help="comma-separated square sides (multiples of 128)")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--runs", type=int, default=3)
+    p.add_argument("--paths", default=",".join(ALL_PATHS), help=f"subset of {','.join(ALL_PATHS)}")
+    p.add_argument("--work", type=Path, default=Path("/tmp/bench-cpu-runtimes"), help="exports (made once)")
+    p.add_argument("--calib-images", type=int, default=2)
+    p.add_argument("--parallel-size", type=int, default=256, help="0 skips the two-request throughput")
+    p.add_argument("--prepare-only", action="store_true", help="make the exports and stop")
+    p.add_argument("--json", type=Path)
+    args = p.parse_args(argv)
+    sizes = square_sides(p, args.sizes)
+    paths = [s for s in args.paths.split(",") if s]
+    if not set(paths) <= set(ALL_PATHS) or "eager" not in paths:
+        p.error(f"--paths: a subset of {','.join(ALL_PATHS)} with eager")
+
+    import torch
+
+    from ast_deploy.model import AST, AST_B
+
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    model = AST(**AST_B).eval()
+    files = prepare(model, args.work, args.calib_images, {n.split("-")[0] for n in paths})
+    if args.prepare_only:
+        return 0
+    load0 = os.getloadavg()[0]
+    used = {k: v for k, v in files.items() if any(n.startswith(k + "-") for n in paths)}
+    choices = auto_choices(used, args.threads)
+    backends = {n: open_path(n, files, args.threads) for n in paths if n != "eager"}
+
+    def eager(x):
+        with torch.inference_mode():
+            return model(torch.from_numpy(x)).numpy()
+
+    fns = {"eager": eager, **{n: b.infer for n, b in backends.items()}}
+    rows = []
+    for size in sizes:
+        x = np.random.default_rng(size).random((1, 3, size, size), dtype=np.float32)
+        seconds, outs, peaks = measure_size(fns, x, args.runs, memory=size == max(sizes))
+        rows.append({"size": size, "seconds": seconds, "peak_mib": peaks,
+                     "psnr_vs_eager": {n: psnr(o, outs["eager"]) for n, o in outs.items() if n != "eager"}})
+        print(f"# {size}: " + ", ".join(f"{k} {v:.2f} s" for k, v in seconds.items()), file=sys.stderr, flush=True)
+    parallel = {}
+    if args.parallel_size:
+        x = np.random.default_rng(0).random((1, 3, args.parallel_size, args.parallel_size), dtype=np.float32)
+        for name in [n for n in paths if n != "eager"]:
+            backend = backends[name] if name.endswith("-ort") else open_path(name, files, args.threads, "throughput")
+            parallel[name] = parallel_rate(backend, x)
+    load1 = os.getloadavg()[0]
+    report(rows, choices, parallel, args, load0, load1, torch.__version__)
+    if args.json:
+        args.json.write_text(json.dumps({"rows": rows, "parallel": parallel, "load": [load0, load1],
+                                         "choices": {k: c.runtime for k, c in choices.items()}}, indent=1) + "\n")
+    return 0
+
+
+def report(rows, choices, parallel, args, load0, load1, torch_version) -> None:
+    import onnxruntime
+    import openvino
+
+    print(f"AST-B (random weights, seed 0), {args.threads} threads, torch {torch_version}, onnxruntime "
+          f"{onnxruntime.__version__}, openvino {openvino.__version__.split('-')[0]}; median of {args.runs} "
+          f"interleaved runs after a warm-up; {os.cpu_count()} CPUs, load average {load0:.1f} at start, "
+          f"{load1:.1f} at end")
+    for key, choice in choices.items():
+        print(f"auto on {key}: {choice.summary()}")
+    print()
+    names = [n for n in rows[0]["seconds"] if n != "eager"]
+    head = "| path | " + " | ".join(f"{r['size']} s | / eager | dB vs FP32" for r in rows) + " | peak MiB |"
+    print(head)
+    print("|" + " --- |" * (head.count("|") - 1))
+    print("| eager | " + " | ".join(f"{r['seconds']['eager']:.2f} | 1.00 | -" for r in rows)
+          + f" | {rows[-1]['peak_mib'].get('eager', float('nan')):.0f} |")
+    for n in names:
+        export, runtime = n.split("-")
+        chosen = choices.get(export)
+        mark = " (auto)" if chosen and chosen.runtime == {"ort": "onnxruntime", "ov": "openvino"}[runtime] else ""
+        cells = [f"{r['seconds'][n]:.2f} | {r['seconds'][n] / r['seconds']['eager']:.2f} | "
+                 f"{r['psnr_vs_eager'][n]:.1f}" for r in rows]
+        print(f"| {n}{mark} | " + " | ".join(cells) + f" | {rows[-1]['peak_mib'].get(n, float('nan')):.0f} |")
+    if parallel:
+        print()
+        print(f"two requests in flight at {args.parallel_size}x{args.parallel_size}, images/s: "
+              + ", ".join(f"{n} {v:.2f}" for n, v in parallel.items()) + " (OpenVINO in THROUGHPUT mode)")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
