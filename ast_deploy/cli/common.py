@@ -148,7 +148,8 @@ def size_arg(text: str) -> tuple[int, int]:
         raise argparse.ArgumentTypeError(str(e)) from None
 
 
-def _size_multiple_arg(text: str) -> int:
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1."""
     try:
         value = int(text)
     except ValueError:
@@ -169,7 +170,7 @@ def add_model_options(p: argparse.ArgumentParser, protocol_help: str = "") -> No
                    help="what runs an ONNX model on the CPU: onnxruntime, openvino, or auto (default: the fastest "
                         "installed one that holds the export's tolerance, measured once per model and cached; "
                         "AST_RUNTIME=NAME skips the measurement)")
-    p.add_argument("--size-multiple", type=_size_multiple_arg, metavar="N",
+    p.add_argument("--size-multiple", type=positive_int, metavar="N",
                    help="H and W multiple of an ONNX model without ast.size_multiple metadata (one not made "
                         "by ast-export); such a model also needs --task or --protocol")
     # memory budget (ast_deploy.budget / ast_deploy.planning)

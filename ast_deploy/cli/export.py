@@ -16,7 +16,7 @@ from ..pipeline import ConfigError, ExportJob, MissingWeightsError, export_task,
 from ..recipes import RecipeError
 from ..tasks import TASKS
 from ..opsets import DEFAULT_OPSET, MAX_OPSET, MIN_OPSET, SUPPORTED_OPSETS
-from .common import add_version, size_arg, tool_main
+from .common import add_version, positive_int, size_arg, tool_main
 
 EXIT_OK, EXIT_TOLERANCE, EXIT_USAGE, EXIT_CHECKPOINT, EXIT_EXPORT = 0, 1, 2, 3, 4
 
@@ -31,16 +31,6 @@ def _opset(text: str) -> int:
         value = None
     if value not in SUPPORTED_OPSETS:
         raise argparse.ArgumentTypeError(f"opset {text!r} is not supported: use {MIN_OPSET} to {MAX_OPSET}")
-    return value
-
-
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
     return value
 
 
@@ -60,7 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     s = p.add_mutually_exclusive_group()
     s.add_argument("--shape", metavar="HxW", type=size_arg, help="static input size (multiples of the model's size multiple)")
     s.add_argument("--dynamic", action="store_true", help="dynamic batch, height and width (the default)")
-    p.add_argument("--batch", metavar="N", type=_positive,
+    p.add_argument("--batch", metavar="N", type=positive_int,
                    help="batch of a static (--shape) export, default 1; with --dynamic the validation batch "
                         "(default from the recipe)")
     p.add_argument("--opset", metavar="N", type=_opset, default=None,

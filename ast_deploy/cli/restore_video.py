@@ -8,17 +8,7 @@ from pathlib import Path
 
 from ..outputs import OutputError, ReplacesInput, check_output, check_output_dir
 from ..video.probe import VIDEO_SUFFIXES, is_video
-from .common import UsageError
-
-
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
+from .common import UsageError, positive_int
 
 
 def _crf(text: str) -> int:
@@ -37,7 +27,7 @@ def add_video_options(p: argparse.ArgumentParser) -> None:
                        "codec when this build encodes it, else libx264)")
     video.add_argument("--crf", type=_crf, help="constant rate factor (default: visually lossless, 17 for libx264)")
     video.add_argument("--preset", help="encoder preset (libx264/libx265: ultrafast..veryslow)")
-    video.add_argument("--gop", type=_positive, metavar="FRAMES", help="keyframe interval, also the unit --resume "
+    video.add_argument("--gop", type=positive_int, metavar="FRAMES", help="keyframe interval, also the unit --resume "
                        "continues from (default: about 2 seconds)")
     video.add_argument("--resume", action="store_true", help="continue an interrupted clip from the last complete "
                        "GOP written (kept in a .NAME.parts folder beside the output)")

@@ -139,9 +139,20 @@ class FrontModel:
             else:
                 cost, budget = answer
             self.backend.cost, self.budget = cost, budget
-            self.runner = Runner(self.backend, protocol=self.params["protocol"],
+            self.runner = Runner(self.backend, task=self.params.get("task") or None, protocol=self._named_protocol(),
                                  max_memory="unlimited" if budget == math.inf else int(budget))
         return self.runner
+
+    def _named_protocol(self) -> str | None:
+        """The served protocol as the Runner must see it: None where it is the task's default (or pad:N
+        without a task), so the budget may re-plan it as for ast-restore; named only where ``ast-serve
+        repo --protocol`` chose another (a named protocol is never re-planned)."""
+        from ..protocols import parse_protocol
+        from ..tasks import get_task
+
+        served, task = parse_protocol(self.params["protocol"]), self.params.get("task") or None
+        default = get_task(task).protocol if task else f"pad:{self.backend.size_multiple}"
+        return None if served == parse_protocol(default) else str(served)
 
     def _inputs(self, request) -> tuple[dict, str | None]:
         inputs = {}
