@@ -43,3 +43,22 @@ def config_parameters(config) -> dict:
     if isinstance(config, dict):
         return {k: v.get("string_value", "") for k, v in (config.get("parameters") or {}).items()}
     return {k: v.string_value for k, v in config.parameters.items()}
+
+
+def onnx_precision(model) -> str:
+    """What an export computes in, from the graph itself: "int8" (Q/DQ nodes), "fp16" (FP16 weights or
+    casts, in the main graph or the ``ast::`` function bodies) or "fp32". ``model``: an
+    ``onnx.ModelProto`` or a path (read without external data)."""
+    import onnx
+
+    if not isinstance(model, onnx.ModelProto):
+        model = onnx.load(str(model), load_external_data=False)
+    graphs = [model.graph, *model.functions]
+    ops = {n.op_type for g in graphs for n in g.node}
+    if ops & {"QuantizeLinear", "DequantizeLinear"}:
+        return "int8"
+    fp16 = onnx.TensorProto.FLOAT16
+    if any(i.data_type == fp16 for i in model.graph.initializer):
+        return "fp16"
+    casts = (a.i for g in graphs for n in g.node if n.op_type == "Cast" for a in n.attribute if a.name == "to")
+    return "fp16" if fp16 in casts else "fp32"

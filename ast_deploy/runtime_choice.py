@@ -26,6 +26,7 @@ import numpy as np
 
 from .budget import cache_root, current_rss, file_digest, peak_rss, release_memory, reset_peak
 from .fileio import atomic_write
+from .metadata import onnx_precision
 
 ENV = "AST_RUNTIME"
 CHOICE_FORMAT = 1  # bump when the probe's method changes: old entries are then ignored
@@ -209,7 +210,7 @@ def measure_runtimes(path, threads: int | None = None, size_multiple: int | None
     size = probe_size(reference)
     x = synthetic_image(*size, 0)[None]
     timing, expected = _time(reference, x)
-    precision = _export_precision(path)
+    precision = onnx_precision(path)
     tolerance = tolerance_for(precision).psnr_min
     figures = {"onnxruntime": {**timing, "inference_precision": precision, "holds": True}}
     reference.close()
@@ -227,9 +228,3 @@ def measure_runtimes(path, threads: int | None = None, size_multiple: int | None
     return RuntimeChoice(best, "measured", precision, size, tolerance, figures)
 
 
-def _export_precision(path) -> str:
-    import onnx
-
-    from .backends.openvino import onnx_precision
-
-    return onnx_precision(onnx.load(str(path), load_external_data=False))

@@ -28,6 +28,7 @@ import numpy as np
 
 from ..budget import cache_root, file_digest
 from ..fileio import atomic_write
+from ..metadata import onnx_precision
 from .base import Backend, BackendError
 from .onnxrt import model_size_multiple, shape_range_from_dims
 from .options import OpenVINOOptions
@@ -57,21 +58,6 @@ def inference_precision(export_precision: str, capabilities) -> str:
     if export_precision in ("fp16", "int8") and "BF16" in capabilities:
         return "bf16"
     return "f32"
-
-
-def onnx_precision(model) -> str:
-    """'int8' (Q/DQ nodes), 'fp16' (FP16 weights or casts) or 'fp32' of an ``onnx.ModelProto``."""
-    import onnx
-
-    graphs = [model.graph, *model.functions]
-    ops = {n.op_type for g in graphs for n in g.node}
-    if ops & {"QuantizeLinear", "DequantizeLinear"}:
-        return "int8"
-    fp16 = onnx.TensorProto.FLOAT16
-    if any(i.data_type == fp16 for i in model.graph.initializer):
-        return "fp16"
-    casts = (a.i for g in graphs for n in g.node if n.op_type == "Cast" for a in n.attribute if a.name == "to")
-    return "fp16" if fp16 in casts else "fp32"
 
 
 def _cache_folder(options: OpenVINOOptions) -> Path | None:

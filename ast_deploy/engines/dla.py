@@ -32,6 +32,8 @@ import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..metadata import onnx_precision
+
 DLA_LAST_10X = (10, 7)
 DLA_AGAIN = (11, 4, 1)
 JETPACK_FOR_11 = (7, 2, 2)
@@ -116,25 +118,6 @@ def check_dla_support(tensorrt_version: str, platform: Platform) -> None:
         raise DLAError(f"--dla-core: {where} has no DLA: TensorRT 11.4.1+ supports DLA only on Jetson AGX Orin "
                        f"with JetPack 7.2.2 or later. {DLA_SUPPORT}.")
     raise DLAError(f"--dla-core: {where} has no DLA. {DLA_SUPPORT}.")
-
-
-def onnx_precision(path) -> str:
-    """'int8' (Q/DQ nodes), 'fp16' (FP16 weights or casts) or 'fp32', from the graph itself."""
-    import onnx
-
-    model = onnx.load(str(path), load_external_data=False)
-    graphs = [model.graph] + [f for f in model.functions]
-    ops = {n.op_type for g in graphs for n in g.node}
-    if ops & {"QuantizeLinear", "DequantizeLinear"}:
-        return "int8"
-    fp16 = onnx.TensorProto.FLOAT16
-    if any(i.data_type == fp16 for i in model.graph.initializer):
-        return "fp16"
-    for g in graphs:
-        for n in g.node:
-            if n.op_type == "Cast" and any(a.name == "to" and a.i == fp16 for a in n.attribute):
-                return "fp16"
-    return "fp32"
 
 
 def check_dla_precision(precision: str) -> None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from ..metadata import onnx_precision
 from .layers import MATRIX_TYPES, graph_node
 
 WEIGHTED_OPS = ("Conv", "ConvTranspose", "MatMul", "Gemm")
@@ -34,20 +35,6 @@ def _by_node(layers) -> dict[str, list[dict]]:
 def precision_report_path(onnx_path) -> Path:
     path = Path(onnx_path)
     return path.with_suffix(".precision.json")
-
-
-def onnx_precision(model) -> str:
-    """"int8" (Q/DQ nodes), "fp16" (FP16 casts or tensors), or "fp32"."""
-    from onnx import TensorProto
-
-    if any(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in model.graph.node):
-        return "int8"
-    for node in model.graph.node:
-        if node.op_type == "Cast" and any(a.name == "to" and a.i == TensorProto.FLOAT16 for a in node.attribute):
-            return "fp16"
-    if any(t.data_type == TensorProto.FLOAT16 for t in model.graph.initializer):
-        return "fp16"
-    return "fp32"
 
 
 def check_int8(layers, model) -> list[str]:
