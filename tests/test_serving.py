@@ -574,10 +574,13 @@ def test_sigterm_with_requests_in_flight_loses_nothing(server_env, demo_onnx, lo
     threads = [threading.Thread(target=send, args=(i,)) for i in range(len(images))]
     for t in threads:
         t.start()
-    deadline = time.monotonic() + 60
-    while core_stats(ports["http"])[0] == 0 and time.monotonic() < deadline:  # the first photo is in the core
+    # Each of the two front instances first asks the core its cost (one inference each): a photo has been
+    # through the core once the core counts more than two inferences.
+    deadline = time.monotonic() + 120
+    while (done := core_stats(ports["http"])[0]) <= 2 and time.monotonic() < deadline:
         time.sleep(0.05)
     code, err = stop_cli_server(process, signal.SIGTERM)
+    assert done > 2, "no photo went through the core within 120 s"
     for t in threads:
         t.join(150)
     assert not any(t.is_alive() for t in threads), "a client still waits after the server stopped"
