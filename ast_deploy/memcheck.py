@@ -103,7 +103,11 @@ class OrtCudaMeter:
 
 
 def meter_for(backend):
-    """A fresh meter for one photo on ``backend`` (see the module's docstring), or None."""
+    """A fresh meter for one photo on ``backend`` (see the module's docstring), or None. A backend
+    whose network runs in another process gives its own (``backend.meter()``: the served core's)."""
+    own = getattr(backend, "meter", None)
+    if callable(own):
+        return own()
     known = getattr(backend, "memory_cost", None)
     if getattr(backend, "applies_protocol", False) or callable(known) and known() is not None:
         return None  # a server plans for itself; a TensorRT engine's device memory is known exactly

@@ -33,6 +33,11 @@ def session_options(ort, *, optimize: bool = True, intra_op_threads: int | None 
     options.graph_optimization_level = (ort.GraphOptimizationLevel.ORT_ENABLE_ALL if optimize
                                         else ort.GraphOptimizationLevel.ORT_DISABLE_ALL)
     options.log_severity_level = ORT_ERROR
+    # With a memory pattern, runs after the first at a shape allocate the traced pattern whole and can
+    # take 1.4x the first run (64x64 and 896x960 tiles of the demo model: 3,065 against 2,150
+    # B/pixel), so the budget's probe under-estimated tiles; without it the working set is linear in
+    # the pixels, at the same speed (benchmarks/RESULTS.md, issue 21).
+    options.enable_mem_pattern = False
     if intra_op_threads:
         options.intra_op_num_threads = int(intra_op_threads)
         options.inter_op_num_threads = 1

@@ -41,17 +41,17 @@ def test_a_batch_over_budget_corrects_the_cost_and_replans_the_rest_of_the_photo
     runner = Runner(dynamic_onnx(), max_memory="64M")
     true = runner.cost
     runner._cost = Cost(true.bytes_per_pixel / 8, true.constant / 8)
-    first = runner.plan_for(384, 512)
+    first = runner.plan_for(512, 640)
     shapes = []
     infer = runner.backend.infer
     runner.backend.infer = lambda b: (shapes.append(b.shape), infer(b))[1]
-    x = np.random.default_rng(0).random((1, 3, 384, 512), dtype=np.float32)
+    x = np.random.default_rng(0).random((1, 3, 512, 640), dtype=np.float32)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         out = runner(x)
     said = [m for m in _budget_warnings(caught) if "re-planned" in m]
     assert len(said) == 1 and "over the memory budget of 64MiB" in said[0], _budget_warnings(caught)
-    final = runner.plan_for(384, 512)
+    final = runner.plan_for(512, 640)
     assert final.protocol.tile_h * final.protocol.tile_w < first.protocol.tile_h * first.protocol.tile_w
     assert shapes[0][2:] == (first.protocol.tile_h, first.protocol.tile_w)
     assert all(s[2:] == (final.protocol.tile_h, final.protocol.tile_w) for s in shapes[1:])
@@ -222,3 +222,43 @@ def test_cuda_query_on_a_machine_without_cuda_says_why():
         budget.default_budget("cuda")
     with pytest.warns(RuntimeWarning, match="cannot identify CUDA device 0 .*CUDA driver: .*nvidia-smi: "):
         assert describe_gpu(0) == ("unknown", "unknown")
+
+
+# ---------------------------------------------------------------- the served core checks itself
+
+class _Log:
+    def __init__(self):
+        self.lines = []
+
+    def log_warn(self, line):
+        self.lines.append(line)
+
+
+def test_served_core_corrects_an_under_estimated_cost_and_shrinks_its_chunks():
+    """The core model's own check (serving.core), with a real ONNX Runtime backend and the resident
+    set measured as in the server: with its cost cut to 1/8, a batch of four 128x128 images runs in
+    chunks of two, the first peaks far over the prediction and corrects the cost (logged), and the
+    images after it run one by one; each image gets its share of its chunk's peak; the output is the
+    network's."""
+    from types import SimpleNamespace
+
+    from ast_deploy.backends import open_backend
+    from ast_deploy.memcheck import OVERRUN, RssMeter
+    from ast_deploy.serving.core import CoreModel
+
+    backend = open_backend(str(dynamic_onnx()), providers="cpu")
+    true = budget.measure_cost(backend, use_cache=False)
+    cut = Cost(true.bytes_per_pixel / 8, true.constant / 8, "cut")
+    core = object.__new__(CoreModel)
+    core.backend, core.meter, core.model_name = backend, RssMeter(), "derain_core"
+    core.pb = SimpleNamespace(Logger=_Log())
+    core.cost, core.budget = cut, cut.of(2, 128, 128) * 1.01  # the cut cost holds two images per call
+    x = np.random.default_rng(0).random((4, 3, 128, 128), dtype=np.float32)
+    out, shares = core._run_group(x)
+    assert np.abs(out - backend.infer(x)).max() < 1e-5
+    (line,) = core.pb.Logger.lines
+    assert "a batch of 2 x 128x128 used" in line and "cost corrected" in line, line
+    assert core.cost.of(1, 128, 128) > OVERRUN * cut.of(1, 128, 128)
+    assert core._chunk(128, 128) == 1  # the images after the first chunk ran one by one
+    assert len(shares) == 4 and all(s is not None and s > 0 for s in shares)
+    assert shares[0] == shares[1] and shares[0] * 2 > OVERRUN * cut.of(2, 128, 128)

@@ -130,7 +130,7 @@ def test_repository_config_parses_with_triton_protobuf(backend, demo_onnx, tmp_p
     for tensor in list(core.input) + list(core.output)[:1]:
         assert list(tensor.dims) == [3, -1, -1] and tensor.data_type == pb.TYPE_FP32
     if backend == "python":
-        assert list(core.output[1].dims) == [3] and core.output[1].data_type == pb.TYPE_FP64
+        assert list(core.output[1].dims) == [4] and core.output[1].data_type == pb.TYPE_FP64
         assert core.parameters["max_memory"].string_value == "auto"
     assert core.HasField("dynamic_batching")
 
@@ -432,6 +432,31 @@ def test_served_plan_uses_the_cost_measured_in_the_core(served, demo_onnx):
     assert np.abs(got.astype(int) - want.astype(int)).max() <= 1  # the plan of the core's numbers
     tiles = count_tiles(*photo.shape[:2], plan.protocol)
     assert core_stats(served["ports"]["http"])[0] - inferences >= tiles > 1  # tiles, not one whole run
+
+
+def test_core_answers_each_calls_measured_peak_with_its_cost(served, demo_onnx):
+    """An image request to the python core that also asks for COST gets the core's cost and the
+    peak the core measured for that call (its stub's resident set): what the front's Runner checks
+    each tile against. The output is the network's."""
+    import tritonclient.http as http
+
+    from ast_deploy.backends import open_backend
+    from ast_deploy.serving.core import read_cost_answer, read_used
+
+    x = np.random.default_rng(3).random((2, 3, 128, 192), dtype=np.float32)
+    client = http.InferenceServerClient(f"127.0.0.1:{served['ports']['http']}")
+    tensor = http.InferInput("input", list(x.shape), "FP32")
+    tensor.set_data_from_numpy(x)
+    result = client.infer("derain_core", [tensor], outputs=[http.InferRequestedOutput("output"),
+                                                            http.InferRequestedOutput("COST")])
+    client.close()
+    answer = result.as_numpy("COST")
+    assert answer.shape == (2, 4)
+    cost, _ = read_cost_answer(answer)
+    used, predicted = read_used(answer), cost.of(2, 128, 192)
+    assert used is not None and 0.3 * predicted < used < 1.2 * predicted, (used, predicted)
+    with open_backend(str(demo_onnx), "cpu", providers="cpu") as backend:
+        assert np.abs(result.as_numpy("output") - backend.infer(x)).max() < 1e-4
 
 
 def raw_http(port: int, path: str, body: bytes, headers: dict) -> tuple[int, str]:

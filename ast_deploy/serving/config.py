@@ -12,8 +12,9 @@ the protocol, calling the core model through BLS. The front model's contract:
 - outputs, of the same kind: ``OUTPUT_IMAGE`` / ``OUTPUT_IMAGE16`` ``[H, W, 3]`` for ``IMAGE`` /
   ``IMAGE16``, ``OUTPUT`` FP32 ``[3, H, W]`` (not clipped) for ``INPUT``.
 
-The python core also has the output ``COST`` (FP64 ``[3]``): the answer to a cost query, with
-which the front model (and a client) plan (``ast_deploy.serving.core``).
+The python core also has the output ``COST`` (FP64 ``[4]`` per image): the answer to a cost query,
+with which the front model (and a client) plan, and the measured peak of an image request that asks
+for it too (``ast_deploy.serving.core``).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ FRONT_INPUTS = {"IMAGE": ("TYPE_UINT8", [-1, -1, 3]), "IMAGE16": ("TYPE_UINT16",
 FRONT_OUTPUTS = {"OUTPUT_IMAGE": ("TYPE_UINT8", [-1, -1, 3]), "OUTPUT_IMAGE16": ("TYPE_UINT16", [-1, -1, 3]),
                  "OUTPUT": ("TYPE_FP32", [3, -1, -1])}
 OUTPUT_FOR = {"IMAGE": "OUTPUT_IMAGE", "IMAGE16": "OUTPUT_IMAGE16", "INPUT": "OUTPUT"}
-COST_OUTPUT = "COST"  # python core only: [bytes per pixel, constant, budget] (serving.core)
+COST_OUTPUT = "COST"  # python core only: [bytes per pixel, constant, budget, measured peak] (serving.core)
 DEFAULT_QUEUE_DELAY_US = 2000
 
 
@@ -74,7 +75,7 @@ def core_config(name: str, core: CoreSpec, queue_delay_us: int = DEFAULT_QUEUE_D
     dims = core.dims if core.max_batch_size else [1, *core.dims]
     outputs = [_tensor(core.output_name, dtype, dims)]
     if core.backend == "python":  # the cost query's answer (serving.core)
-        outputs.append(_tensor(COST_OUTPUT, "TYPE_FP64", [3] if core.max_batch_size else [1, 3]))
+        outputs.append(_tensor(COST_OUTPUT, "TYPE_FP64", [4] if core.max_batch_size else [-1, 4]))
     text = (f'name: "{name}"\n{head}\nmax_batch_size: {core.max_batch_size}\n'
             f'input [\n{_tensor(core.input_name, dtype, dims)}\n]\n'
             f'output [\n' + ",\n".join(outputs) + '\n]\n')

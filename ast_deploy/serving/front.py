@@ -10,8 +10,12 @@ network: on its first request the front model asks the core for its measured cos
 its memory budget (a cost query, ``serving.core``) and plans with them; this process's own memory
 says nothing about the network's. A core that cannot answer (the server's own ``onnxruntime`` or
 ``tensorrt_plan`` backends) leaves the plan unbudgeted (the protocol, fitted to the core's size
-range), with one line in the server's log. A photo whose own buffers on the server (its pixels in
-and out) exceed the budget is refused with a message. Inputs and outputs: see
+range), with one line in the server's log. Every tile then asks the core for ``COST`` with its
+output: the core's current cost (which the core corrects when a call peaks over it) and the tile's
+share of the measured peak, the meter of the Runner's own check (``memcheck``): a tile over the
+budget re-plans the rest of the photo here, and the next photo plans with the corrected cost. A
+photo whose own buffers on the server (its pixels in and out) exceed the budget is refused with a
+message. Inputs and outputs: see
 ``ast_deploy.serving.config``.
 """
 
@@ -43,10 +47,16 @@ class BlsBackend(Backend):
         self.batched = int(params.get("core_max_batch") or 0) > 0
         self.name = f"bls:{self.model}"
         self.cost: Cost | None = None
+        self.reports_cost = False  # the python core answers COST; the server's own backends do not
+        self.last_used: float | None = None
 
     def memory_cost(self) -> Cost | None:
         """The core's measured cost (budget.measure_cost takes it instead of probing this process)."""
         return self.cost
+
+    def meter(self):
+        """The Runner's meter (memcheck): the core's measured peak of each call, where it reports one."""
+        return CoreMeter(self) if self.reports_cost else None
 
     def query_cost(self):
         """(Cost, budget) as the core measured and resolved them, or None when it cannot answer."""
@@ -65,8 +75,10 @@ class BlsBackend(Backend):
 
     def _infer(self, batch: np.ndarray) -> np.ndarray:
         pb = self.pb
-        request = pb.InferenceRequest(model_name=self.model, requested_output_names=[self.output_name],
+        wanted = [self.output_name] + ([COST_OUTPUT] if self.reports_cost else [])
+        request = pb.InferenceRequest(model_name=self.model, requested_output_names=wanted,
                                       inputs=[pb.Tensor(self.input_name, batch.astype(self.dtype, copy=False))])
+        self.last_used = None
         response = request.exec()
         if response.has_error():
             message = response.error().message()
@@ -74,7 +86,24 @@ class BlsBackend(Backend):
                 raise BackendError("the server is stopping: this photo was not restored; send it again when the "
                                    f"server is back ({self.model}: {message})")
             raise BackendError(f"{self.model}: {message}")
+        cost = pb.get_output_tensor_by_name(response, COST_OUTPUT) if self.reports_cost else None
+        if cost is not None:
+            from .core import read_cost_answer, read_used
+
+            self.cost = read_cost_answer(cost.as_numpy())[0]
+            self.last_used = read_used(cost.as_numpy())
         return pb.get_output_tensor_by_name(response, self.output_name).as_numpy().astype(np.float32, copy=False)
+
+
+class CoreMeter:
+    """memcheck's meter interface for a BLS call: the peak the core measured for it."""
+
+    def __init__(self, backend: BlsBackend):
+        self.backend = backend
+
+    def measure(self, call):
+        out = call()
+        return out, self.backend.last_used
 
 
 def photo_bytes(kind: str, x: np.ndarray) -> int:
@@ -139,8 +168,12 @@ class FrontModel:
             else:
                 cost, budget = answer
             self.backend.cost, self.budget = cost, budget
+            self.backend.reports_cost = answer is not None
             self.runner = Runner(self.backend, task=self.params.get("task") or None, protocol=self._named_protocol(),
                                  max_memory="unlimited" if budget == math.inf else int(budget))
+        current = self.backend.cost  # the core's, as its last answer said: it may have corrected it
+        if current is not None and self.runner._cost is not None and current.of(1, 512, 512) > self.runner._cost.of(1, 512, 512):
+            self.runner._cost = current
         return self.runner
 
     def _named_protocol(self) -> str | None:
