@@ -19,6 +19,7 @@ import os
 import shutil
 import tempfile
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -258,16 +259,33 @@ class _FileRestorer:
         self.side_by_side = side_by_side
 
     def __call__(self, row: dict) -> dict:
+        """The row's outcome: its error ("" when written); ``usage`` when the error is the user's
+        (a named protocol over an explicit --max-memory: the driver stops, as on one machine); the
+        photo's plan when it ran as tiles and the library's budget warning, which the driver says
+        once for the run (a worker's own log is not where a user looks)."""
+        from .budget import BudgetError, BudgetWarning
 
-        result = {"src": row["src"], "dst": row["dst"], "error": row["error"]}
-        if not row["error"] and not _written_since(row["out"], row["since"]):
+        result = {"src": row["src"], "dst": row["dst"], "error": row["error"], "usage": False,
+                  "tiles": "", "reason": "", "warning": "", "budget": float(self.runner.budget)}
+        if row["error"] or _written_since(row["out"], row["since"]):
+            return result
+        before = dict(self.runner.tiled_photos)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", BudgetWarning)
             try:
                 pixels = np.asarray(row["pixels"])  # the exact float32 pixels read_image gave
                 pixels = pixels if np.issubdtype(pixels.dtype, np.floating) else to_unit_float(pixels)[0]
                 image = Image(pixels, int(row["bit_depth"]))
                 write_output(row["out"], restore_image(image, self.runner, self.side_by_side), image.bit_depth)
+            except BudgetError as e:
+                result["error"], result["usage"] = _failure(row, e), True
             except Exception as e:  # one bad file must not stop the batch
                 result["error"] = _failure(row, e)
+        said = [str(w.message) for w in caught if issubclass(w.category, BudgetWarning)]
+        result["warning"] = said[0] if said else ""
+        tiled = [key for key, n in self.runner.tiled_photos.items() if n > before.get(key, 0)]
+        if tiled:
+            result["tiles"], result["reason"] = tiled[0]
         return result
 
 
@@ -338,7 +356,8 @@ def restore_dataset(ds, source, *, column: str = "image", output_column: str | N
 
 def restore_files(ray, jobs, source, runner_kwargs: dict, *, workers=None, gpus_per_worker: float = 0,
                   side_by_side: bool = False):
-    """Yield (src, dst, error) for each (src, dst) job as the cluster finishes it ("" when written)."""
+    """Yield each job's outcome as the cluster finishes it: a dict with src, dst, error ("" when
+    written) and what _FileRestorer adds (usage, tiles, reason, warning, budget)."""
     size, actor_cpus = pool_size(ray, workers, gpus_per_worker)
     # Workers need not share the driver's working directory: they get absolute paths.
     since = time.time()
@@ -351,7 +370,7 @@ def restore_files(ray, jobs, source, runner_kwargs: dict, *, workers=None, gpus_
                 fn_constructor_kwargs=dict(source=str(Path(source).absolute()), runner_kwargs=runner_kwargs,
                                            side_by_side=side_by_side))
     for row in ds.iter_rows():
-        yield row["src"], row["dst"], row["error"]
+        yield row
 
 
 def _cause(e: BaseException):

@@ -115,6 +115,31 @@ def test_restore_dataset_equals_the_runner(ray_cluster):
         assert not np.array_equal(want, image)  # the model changed something
 
 
+def test_budget_messages_and_usage_errors_are_the_single_machine_ones(tmp_path, ray_cluster, capsys):
+    """Under --max-memory the default protocol is re-planned on the workers: the driver says the
+    library's warning once and how many photos ran as tiles, as one machine does, and the output is
+    the single-process one; a named protocol over --max-memory is a usage error (exit 2, as on one
+    machine: test_budget_protocols.py), not a failed file."""
+    src = tmp_path / "in"
+    src.mkdir()
+    Image.fromarray(np.random.default_rng(8).integers(0, 256, (160, 240, 3), dtype=np.uint8)).save(src / "a.png")
+    model = ["--weights", str(demo_weights()), "--task", "derain", "--max-memory", "48M"]
+    runs = {}
+    for kind, extra in (("single", []), ("ray", ["--ray", "local", "--workers", "1"])):
+        code = restore.main([str(src), "-o", str(tmp_path / kind), *model, *extra])
+        runs[kind] = (code, capsys.readouterr().err)
+    for kind, (code, err) in runs.items():
+        assert code == 0, err
+        assert err.count("does not fit the memory budget") == 1, (kind, err)
+        assert "1 photo ran as tiles" in err and "to fit the memory budget (48MiB)" in err, (kind, err)
+    assert (tmp_path / "ray" / "a.png").read_bytes() == (tmp_path / "single" / "a.png").read_bytes()
+    code = restore.main([str(src), "-o", str(tmp_path / "named"), *model, "--protocol", "square-pad:128",
+                         "--ray", "local", "--workers", "1"])
+    err = capsys.readouterr().err
+    assert code == 2 and "protocol square-pad:128 was named" in err and "--max-memory" in err, err
+    assert "Traceback" not in err and not list((tmp_path / "named").glob("*.png"))
+
+
 def test_ray_usage_errors(tmp_path, ray_cluster, capsys):
     src = _photos(tmp_path / "in")
     code = restore.main([str(src), "-o", str(tmp_path / "o"), *MODEL, "--ray", "local", "--workers", "9"])

@@ -4,13 +4,13 @@ Ray cluster (:mod:`ast_deploy.scale` does the work)."""
 from __future__ import annotations
 
 import contextlib
-import inspect
 import sys
 import warnings
 from pathlib import Path
 
+from ..budget import BudgetWarning
 from ..outputs import OutputError, plan_outputs
-from ..runner import Runner
+from ..planning import summary_line
 from ..scale import (
     ClusterError,
     RayNotInstalled,
@@ -119,36 +119,34 @@ def run_cli(args, inputs, failures) -> int:
     """``ast-restore --ray``: the single-machine command's inputs, outputs, messages and exit codes."""
     prog = "ast-restore"
     try:
-        import_ray()
-        source = args.engine or args.onnx or args.weights
-        if not Path(source).exists():
-            raise UsageError(f"{source}: no such file")
-        runner_kwargs = dict(task=args.task, protocol=args.protocol, device=args.device,
-                             config=load_config(args.config), max_memory=getattr(args, "max_memory", None),
-                             runtime=_worker_runtime(source, args))
+        runner_kwargs, source = _ray_setup(args)
     except (RayNotInstalled, UsageError) as e:
         print(f"{prog}: error: {e}", file=sys.stderr)
         return 2
-    if runner_kwargs["max_memory"] is not None:
-
-        if "max_memory" not in inspect.signature(Runner).parameters:
-            warnings.warn("--max-memory is ignored: this version's Runner has no memory budget", stacklevel=1)
     out = args.out if is_uri(args.out) else Path(args.out)
     if is_uri(out):
         fs, root = _pyarrow_fs(out)
         fs.create_dir(root, recursive=True)
     jobs, skipped, clashes = plan_outputs(inputs, out, args.force, exists=_exists if is_uri(out) else None)
     failures += clashes
-    done = 0
+    done, tiled, budget, warned = 0, {}, None, False
     if jobs:
         try:
             with cluster(args.ray) as ray, _sigterm_raises():
-                for src, dst, error in restore_files(ray, jobs, source, runner_kwargs, workers=args.workers,
-                                                     gpus_per_worker=args.gpus_per_worker,
-                                                     side_by_side=args.side_by_side):
-                    if error:
-                        failures.append(error)
-                        print(f"{prog}: failed: {error}", file=sys.stderr)
+                for row in restore_files(ray, jobs, source, runner_kwargs, workers=args.workers,
+                                         gpus_per_worker=args.gpus_per_worker, side_by_side=args.side_by_side):
+                    if row["usage"]:  # a named protocol over --max-memory: a usage error, as on one machine
+                        print(f"{prog}: error: {row['error']}", file=sys.stderr)
+                        return 2
+                    if row["warning"] and not warned:  # the workers' budget warning, said once
+                        warnings.warn(row["warning"], BudgetWarning, stacklevel=1)
+                        warned = True
+                    if row["tiles"]:
+                        key = (row["tiles"], row["reason"])
+                        tiled[key], budget = tiled.get(key, 0) + 1, row["budget"]
+                    if row["error"]:
+                        failures.append(row["error"])
+                        print(f"{prog}: failed: {row['error']}", file=sys.stderr)
                     else:
                         done += 1
         except ClusterError as e:
@@ -165,4 +163,7 @@ def run_cli(args, inputs, failures) -> int:
                 return 2
             print(f"{prog}: error: the Ray job failed ({type(e).__name__}: {_first_line(e)})", file=sys.stderr)
             return 1
+    note = summary_line(tiled, budget)
+    if note:
+        print(f"{prog}: {note}", file=sys.stderr)
     return summarize(done, skipped, failures, out)
