@@ -241,20 +241,25 @@ class Cost:
 
 
 SAFETY = 1.1  # measured slope and constant are raised by this factor: RSS and allocator noise
+# The least a call costs per pixel: its float32 RGB input and output. A small model's probe can see
+# no growth of the resident set at all (a page-granular measure), and a zero cost plans batches
+# without end.
+MIN_BYTES_PER_PIXEL = 24.0
 
 
 def fit_cost(points: list[tuple[int, int]], source: str = "measured") -> Cost:
-    """A line through (pixels, bytes) probe points, never below any of them, raised by SAFETY."""
+    """A line through (pixels, bytes) probe points, never below any of them, raised by SAFETY,
+    and at least MIN_BYTES_PER_PIXEL."""
     points = sorted(points)
     if len(points) == 1 or points[-1][0] == points[0][0]:
         pixels, used = points[-1]
-        return Cost(SAFETY * used / pixels, 0.0, source)
+        return Cost(max(MIN_BYTES_PER_PIXEL, SAFETY * used / pixels), 0.0, source)
     (p1, b1), (p2, b2) = points[0], points[-1]
     slope = (b2 - b1) / (p2 - p1)
     if slope <= 0:  # noise: charge everything per pixel
-        return Cost(SAFETY * max(b for _, b in points) / p2, 0.0, source)
+        return Cost(max(MIN_BYTES_PER_PIXEL, SAFETY * max(b for _, b in points) / p2), 0.0, source)
     constant = max(0.0, max(b - slope * p for p, b in points))
-    return Cost(SAFETY * slope, SAFETY * constant, source)
+    return Cost(max(MIN_BYTES_PER_PIXEL, SAFETY * slope), SAFETY * constant, source)
 
 
 def cache_root() -> Path:

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from ast_deploy import budget
 from ast_deploy.budget import GiB, MiB, Cost, fit_cost, parse_size
 from ast_deploy.planning import Limits, TileSpec, make_plan, parse_tile
 from ast_deploy.protocols import Pad, SquarePad, Tiles
@@ -48,9 +49,19 @@ def test_parse_tile():
 
 
 def test_fit_cost_is_a_line_above_the_points():
-    cost = fit_cost([(100, 1100), (400, 4100)])
-    assert cost.bytes_per_pixel == pytest.approx(11.0) and cost.constant == pytest.approx(110.0)
-    assert all(cost.of(1, p, 1) >= b for p, b in [(100, 1100), (400, 4100)])
+    cost = fit_cost([(100, 110_000), (400, 410_000)])
+    assert cost.bytes_per_pixel == pytest.approx(1100.0) and cost.constant == pytest.approx(11_000.0)
+    assert all(cost.of(1, p, 1) >= b for p, b in [(100, 110_000), (400, 410_000)])
+
+
+@pytest.mark.parametrize("points", [[(4096, 0), (16384, 0)], [(4096, 8192), (16384, 0)], [(4096, 0)]])
+def test_a_probe_that_sees_no_growth_costs_at_least_the_input_and_output(points):
+    """A small model's probe can see no growth of the resident set: the cost is then the call's own
+    float32 input and output (24 B/pixel), never 0 (a plan without end, and a cache entry that the
+    next run rejects as malformed)."""
+    cost = fit_cost(points)
+    assert cost.bytes_per_pixel == pytest.approx(2 * 3 * 4)
+    assert budget._valid_entry({"bytes_per_pixel": cost.bytes_per_pixel, "constant": cost.constant})
 
 
 # ---------------------------------------------------------------- plans: a pure function
