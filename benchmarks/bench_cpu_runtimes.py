@@ -19,8 +19,7 @@ op type; shares of one run after a warm-up.
 
 Exports are made once into ``--work`` (reused when present): FP32 (ast_deploy.export), FP16
 (precision.fp16), INT8 with Q/DQ for TensorRT / OpenVINO (the default placement) and INT8 for ONNX
-Runtime (``--int8-for onnxruntime``, placement "ort") and with integer convolutions as well (placement
-"ort-conv", the "int8conv" paths), calibrated on ``--calib-images`` demo images.
+Runtime (``--int8-for onnxruntime``), calibrated on ``--calib-images`` demo images.
 """
 
 from __future__ import annotations
@@ -42,9 +41,9 @@ sys.path.insert(0, str(REPO))
 from timing import square_sides  # noqa: E402  (benchmarks/timing.py)
 
 FILES = {"fp32": "ast_b_fp32.onnx", "fp16": "ast_b_fp16.onnx", "int8": "ast_b_int8_qdq.onnx",
-         "int8ort": "ast_b_int8_ort.onnx", "int8conv": "ast_b_int8_ort_conv.onnx"}
+         "int8ort": "ast_b_int8_ort.onnx"}
 ALL_PATHS = ("eager", "fp32-ort", "fp32-ov", "fp16-ort", "fp16-ov", "int8-ort", "int8-ov", "int8ort-ort",
-             "int8ort-ov", "int8conv-ort", "int8conv-ov")
+             "int8ort-ov")
 
 
 def prepare(model, work: Path, calib_images: int, wanted) -> dict[str, Path]:
@@ -61,7 +60,7 @@ def prepare(model, work: Path, calib_images: int, wanted) -> dict[str, Path]:
         from ast_deploy.precision.fp16 import convert_fp16
 
         _step("FP16", lambda: convert_fp16(files["fp32"], files["fp16"], calib))
-    for key, placement in (("int8", "tensorrt"), ("int8ort", "ort"), ("int8conv", "ort-conv")):
+    for key, placement in (("int8", "tensorrt"), ("int8ort", "ort")):
         if key in wanted and not files[key].exists():
             from ast_deploy.precision.int8 import quantize_int8
 

@@ -547,39 +547,3 @@ def test_int8_ort_placement_runs_as_integer_matmul_in_onnxruntime(tmp_path):
     y, y32 = session.run(None, {"x": x})[0], reference.run(None, {"x": x})[0]
     snr = 10 * np.log10(np.mean(y32 ** 2) / np.mean((y - y32) ** 2))
     assert snr > 30, snr
-
-
-def test_int8_ort_conv_placement_runs_integer_convolutions_in_onnxruntime(tmp_path):
-    """The "ort-conv" placement: the Conv inside a local function (as AST's partial convolutions
-    are) is inlined and quantized on its output too, so ONNX Runtime's optimized graph runs it as
-    QLinearConv beside MatMulIntegerToFloat, within 30 dB SNR of FP32 (computed here)."""
-    import onnxruntime as ort
-    from onnx import helper
-
-    from ast_deploy.precision.calibration import CalibrationSet
-    from ast_deploy.precision.int8 import quantize_int8
-
-    plain = onnx.load(str(_conv_matmul_model(tmp_path / "plain.onnx")))
-    conv = plain.graph.node[0]
-    function = helper.make_function("ast", "ConvBody", ["x", "w"], ["c"], [conv], [helper.make_opsetid("", 17)])
-    plain.graph.node[0].CopyFrom(helper.make_node("ConvBody", ["x", "w"], ["c"], name="conv_call", domain="ast"))
-    plain.functions.append(function)
-    plain.opset_import.append(helper.make_opsetid("ast", 1))
-    src = tmp_path / "m.onnx"
-    onnx.save(plain, str(src))
-    rng = np.random.default_rng(4)
-    batches = tuple(rng.random((1, 3, 16, 16), dtype=np.float32) for _ in range(2))
-    calib = CalibrationSet(tmp_path, (tmp_path / "a.png", tmp_path / "b.png"), batches, f"c-{rng.random()}")
-    out = tmp_path / "q.onnx"
-    report = quantize_int8(src, out, calib, placement="ort-conv", use_cache=False)
-    assert report["quantized_nodes"] == 2 and set(report["op_types"]) == {"MatMul", "Gemm", "Conv"}
-
-    options = ort.SessionOptions()
-    options.optimized_model_filepath = str(tmp_path / "optimized.onnx")
-    session = ort.InferenceSession(str(out), options, providers=["CPUExecutionProvider"])
-    ops = [n.op_type for n in onnx.load(str(tmp_path / "optimized.onnx")).graph.node]
-    assert "QLinearConv" in ops and "Conv" not in ops and "MatMulIntegerToFloat" in ops
-    reference = ort.InferenceSession(str(src), providers=["CPUExecutionProvider"])
-    x = batches[0]
-    y, y32 = session.run(None, {"x": x})[0], reference.run(None, {"x": x})[0]
-    assert 10 * np.log10(np.mean(y32 ** 2) / np.mean((y - y32) ** 2)) > 30

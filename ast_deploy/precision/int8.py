@@ -26,15 +26,6 @@ UINT8 asymmetric activations (TensorRT takes INT8 with zero point 0 only), per-c
 A TensorRT engine is built from a ``"tensorrt"`` export, an ONNX Runtime CPU deployment from an
 ``"ort"`` one.
 
-Placement ``"ort-conv"`` is ``"ort"`` with integer convolutions as well: the local functions are
-inlined first (the partial convolutions live in ``ast::PartialConv`` bodies), every Conv gets Q/DQ
-on its input, its weight (per output channel) and its output, and the output's DequantizeLinear is
-what its consumers read, so ONNX Runtime fuses DequantizeLinear -> Conv -> QuantizeLinear into
-QLinearConv (AST-B: all 86 convolutions). It costs a quantization of every Conv output (AST-B,
-random weights: 46.9 against 47.8 dB) and was 0.92-0.96x ``"ort"``'s time on a loaded 2-core
-machine (benchmarks/RESULTS.md, issue 23 item 4); ``--int8-for onnxruntime`` keeps ``"ort"`` until a
-quiet machine confirms the gain.
-
 Placement ``"ort-per-channel"`` is the earlier scheme (INT8 weight initializers, per-channel along
 axis 1 for MatMul), kept for comparison: ``benchmarks/bench_int8_placement.py`` measures both.
 
@@ -51,7 +42,6 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-import onnx.inliner
 from onnx import numpy_helper
 
 from ..checks.tolerances import DEFAULT_TOLERANCES
@@ -65,8 +55,7 @@ from .validate import compare_models, run
 WEIGHTED_OP_TYPES = ("Conv", "ConvTranspose", "MatMul", "Gemm")
 # The axis of a weight that indexes output channels: [K, C, R, S] for Conv, [C, K, R, S] for ConvTranspose.
 OUTPUT_CHANNEL_AXIS = {"Conv": 0, "ConvTranspose": 1}
-PLACEMENTS = ("tensorrt", "ort", "ort-conv", "ort-per-channel")
-ASYMMETRIC_PLACEMENTS = ("ort", "ort-conv")  # UINT8 activations with a zero point
+PLACEMENTS = ("tensorrt", "ort", "ort-per-channel")
 ORT_OP_TYPES = ("MatMul", "Gemm")  # what the "ort" placement quantizes
 DEFAULT_PLACEMENT = "tensorrt"
 SCHEMES = {
@@ -74,8 +63,6 @@ SCHEMES = {
                  "Conv/ConvTranspose weights (output-channel axis), per-tensor MatMul/Gemm weights"),
     "ort": ("UINT8 asymmetric activations, INT8 symmetric per-column MatMul/Gemm weights (initializers), Q/DQ on "
             "MatMul/Gemm inputs only, convolutions FP32 (ONNX Runtime CPU's MatMulIntegerToFloat pattern)"),
-    "ort-conv": ("as \"ort\", with the local functions inlined and every Conv quantized on its input, weight (per "
-                 "output channel) and output (ONNX Runtime CPU's QLinearConv pattern)"),
     "ort-per-channel": "INT8 symmetric, Q/DQ on weighted-op inputs only, INT8 per-channel weights (MatMul axis 1)",
 }
 DEFAULT_MIN_PSNR = DEFAULT_TOLERANCES["int8"].psnr_min  # dB vs the FP32 model, worst validation case
@@ -108,7 +95,7 @@ def quantizable_nodes(model: onnx.ModelProto, op_types=WEIGHTED_OP_TYPES) -> lis
             and len(n.input) > 1 and n.input[1] in init]
 
 
-def _float_for_other_consumers(model: onnx.ModelProto, op_types, keep_conv_outputs: bool = False) -> int:
+def _float_for_other_consumers(model: onnx.ModelProto, op_types) -> int:
     """Give every consumer of a Q/DQ'd activation that is not a quantized weighted node its float
     input back. onnxruntime rewires all consumers of a quantized tensor to the DequantizeLinear
     output, which would, for instance, quantize the image in the model's final ``x + y`` residual."""
@@ -124,8 +111,7 @@ def _float_for_other_consumers(model: onnx.ModelProto, op_types, keep_conv_outpu
             if dq is None or dq.op_type != "DequantizeLinear" or dq.input[0] not in producers:
                 continue
             q = producers[dq.input[0]]
-            behind_conv = q.input[0] in producers and producers[q.input[0]].op_type == "Conv"
-            if q.op_type == "QuantizeLinear" and not (keep_conv_outputs and behind_conv):
+            if q.op_type == "QuantizeLinear":
                 node.input[i] = q.input[0]
                 rewired += 1
     return rewired
@@ -155,7 +141,7 @@ def _quantize(model: onnx.ModelProto, out_path: Path, calib: CalibrationSet, op_
             quantized = onnx.load(str(dst))
     finally:
         root.setLevel(level)
-    _float_for_other_consumers(quantized, op_types, keep_conv_outputs=placement == "ort-conv")
+    _float_for_other_consumers(quantized, op_types)
     _save_model(quantized, out_path)
 
 
@@ -164,10 +150,9 @@ def _quantize_static(model_path, out_path, calib, nodes, exclude, op_types, cach
 
     if placement not in PLACEMENTS:
         raise ValueError(f"INT8 placement must be one of {', '.join(PLACEMENTS)}, not {placement!r}")
-    symmetric_activations = placement not in ASYMMETRIC_PLACEMENTS
-    no_output_q = [t for t in op_types if not (placement == "ort-conv" and t == "Conv")]
+    symmetric_activations = placement != "ort"
     options = dict(ActivationSymmetric=symmetric_activations, WeightSymmetric=True, QuantizeBias=False, MatMulConstBOnly=True,
-                   DedicatedQDQPair=False, OpTypesToExcludeOutputQuantization=no_output_q)
+                   DedicatedQDQPair=False, OpTypesToExcludeOutputQuantization=list(op_types))
     if placement == "tensorrt":
         per_tensor = {n.input[1]: [{"symmetric": True}] for n in quantizable_nodes(model, op_types)
                       if n.op_type in ("MatMul", "Gemm") and n.name in set(nodes)}
@@ -175,7 +160,7 @@ def _quantize_static(model_path, out_path, calib, nodes, exclude, op_types, cach
                        TensorQuantOverrides=per_tensor)
     else:
         options.update(QDQOpTypePerChannelSupportToAxis={"MatMul": 1, "Gemm": 0, **OUTPUT_CHANNEL_AXIS})
-    activation_type = QuantType.QUInt8 if placement in ASYMMETRIC_PLACEMENTS else QuantType.QInt8
+    activation_type = QuantType.QUInt8 if placement == "ort" else QuantType.QInt8
     quantize_static(
         str(model_path), str(out_path), _Reader(model.graph.input[0].name, calib),
         quant_format=QuantFormat.QDQ, op_types_to_quantize=list(op_types), per_channel=True,
@@ -242,11 +227,8 @@ def quantize_int8(onnx_in, onnx_out, calib: CalibrationSet, *, validate=None, mi
     if placement == "ort":
         op_types = tuple(t for t in op_types if t in ORT_OP_TYPES)
     model = load_model(onnx_in)
-    if placement == "ort-conv":
-        op_types = tuple(t for t in op_types if t in ORT_OP_TYPES + ("Conv",))
-        model = load_model(onnx.inliner.inline_local_functions(model))  # the convolutions in ast:: bodies too
     candidates = quantizable_nodes(model, op_types)
-    key = f"{model_hash(model)}-{calib.key}-{'-'.join(op_types)}-minmax" + ("" if placement in ASYMMETRIC_PLACEMENTS else "-sym")
+    key = f"{model_hash(model)}-{calib.key}-{'-'.join(op_types)}-minmax" + ("" if placement == "ort" else "-sym")
     cache_path = cache_dir() / f"int8-{key}.json"
     if not use_cache and cache_path.exists():
         cache_path.unlink()
