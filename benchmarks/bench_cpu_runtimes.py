@@ -130,6 +130,16 @@ def auto_choices(files, threads: int) -> dict:
     return {k: choose_runtime(p, threads=threads) for k, p in files.items()}
 
 
+def _paths(parser, args) -> list[str]:
+    """``--profile``'s paths (eager excluded), else ``--paths`` (eager included)."""
+    paths = [s for s in (args.profile or args.paths).split(",") if s]
+    if args.profile and not set(paths) <= set(ALL_PATHS) - {"eager"}:
+        parser.error(f"--profile: a subset of {','.join(ALL_PATHS[1:])}")
+    if not args.profile and (not set(paths) <= set(ALL_PATHS) or "eager" not in paths):
+        parser.error(f"--paths: a subset of {','.join(ALL_PATHS)} with eager")
+    return paths
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
@@ -146,11 +156,7 @@ def main(argv=None) -> int:
     p.add_argument("--profile-size", default="256", help="the square side the profile runs at")
     args = p.parse_args(argv)
     sizes = square_sides(p, args.profile_size if args.profile else args.sizes)
-    paths = [s for s in (args.profile or args.paths).split(",") if s]
-    if args.profile and not set(paths) <= set(ALL_PATHS) - {"eager"}:
-        p.error(f"--profile: a subset of {','.join(ALL_PATHS[1:])}")
-    if not args.profile and (not set(paths) <= set(ALL_PATHS) or "eager" not in paths):
-        p.error(f"--paths: a subset of {','.join(ALL_PATHS)} with eager")
+    paths = _paths(p, args)
 
     import torch
 
