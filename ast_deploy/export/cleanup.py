@@ -25,9 +25,11 @@ class GraphStats:
     op_counts: dict[str, int]
 
 
-def clean_graph(model: onnx.ModelProto, rewrites: Sequence[Callable[[onnx.ModelProto], object]] = ()) -> onnx.ModelProto:
-    """Fold constants (any size), apply ``rewrites`` (in place, on the folded graph with its inferred
-    shapes), remove dead nodes, sort topologically and infer shapes again.
+def clean_graph(model: onnx.ModelProto, rewrites: Sequence[Callable[[onnx.ModelProto], object]] = (),
+                fold_passes: int | None = None) -> onnx.ModelProto:
+    """Fold constants (any size; ``fold_passes`` Polygraphy passes, None: until nothing more folds),
+    apply ``rewrites`` (in place, on the folded graph with its inferred shapes), remove dead nodes,
+    sort topologically and infer shapes again.
 
     Local functions are kept; the ``ast`` custom nodes are never folded (their inputs depend on the
     graph input).
@@ -38,10 +40,7 @@ def clean_graph(model: onnx.ModelProto, rewrites: Sequence[Callable[[onnx.ModelP
 
     functions = list(model.functions)
     with G_LOGGER.verbosity(G_LOGGER.ERROR):  # scoped: the caller's Polygraphy logging is left as it was
-        # one pass: the exporter's optimizer has folded already, and a second pass (one more graph
-        # round trip and shape inference of the whole model with its weights: 1.8 s on AST-B) folded
-        # nothing more on AST-B or the tiny test model (the same bytes written)
-        model = fold_constants(model, num_passes=1, size_threshold=None, error_ok=False,
+        model = fold_constants(model, num_passes=fold_passes, size_threshold=None, error_ok=False,
                                allow_onnxruntime_shape_inference=False)
         for rewrite in rewrites:
             rewrite(model)
