@@ -3,6 +3,7 @@ OpenVINO, what ``runtime="auto"`` chooses for each, against our eager PyTorch mo
 
     python benchmarks/bench_cpu_runtimes.py [--sizes 256,512] [--threads 2] [--runs 3] [--work DIR]
                                             [--paths eager,fp32-ort,...] [--parallel-size 256] [--json OUT]
+    python benchmarks/bench_cpu_runtimes.py --profile int8-ov,fp32-ort [--profile-size 256] [--work DIR]
 
 One process, the same weights (AST-B, random, seed 0, as bench_speed.py makes them), interleaved
 (every path once per round, one warm-up round first), median of ``--runs``; ratios against eager.
@@ -11,6 +12,10 @@ the growth of this process's peak resident set over its resident set before the 
 largest size (each path on its own, the other paths' buffers freed). Parallel: images per second
 with two requests in flight at once from two threads, on ONNX Runtime (one session shared, as the
 Runner shares it) and on OpenVINO's THROUGHPUT mode (two streams), ``--threads`` in total each.
+
+``--profile``: instead of the table, where the named paths' time goes at ``--profile-size``
+(cpu_profile.py): OpenVINO's per-layer counters by layer type and by kernel, ONNX Runtime's profile by
+op type; shares of one run after a warm-up.
 
 Exports are made once into ``--work`` (reused when present): FP32 (ast_deploy.export), FP16
 (precision.fp16), INT8 with Q/DQ for TensorRT / OpenVINO (the default placement) and INT8 for ONNX
@@ -125,6 +130,16 @@ def auto_choices(files, threads: int) -> dict:
     return {k: choose_runtime(p, threads=threads) for k, p in files.items()}
 
 
+def _paths(parser, args) -> list[str]:
+    """``--profile``'s paths (eager excluded), else ``--paths`` (eager included)."""
+    paths = [s for s in (args.profile or args.paths).split(",") if s]
+    if args.profile and not set(paths) <= set(ALL_PATHS) - {"eager"}:
+        parser.error(f"--profile: a subset of {','.join(ALL_PATHS[1:])}")
+    if not args.profile and (not set(paths) <= set(ALL_PATHS) or "eager" not in paths):
+        parser.error(f"--paths: a subset of {','.join(ALL_PATHS)} with eager")
+    return paths
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
@@ -137,11 +152,11 @@ def main(argv=None) -> int:
     p.add_argument("--parallel-size", type=int, default=256, help="0 skips the two-request throughput")
     p.add_argument("--prepare-only", action="store_true", help="make the exports and stop")
     p.add_argument("--json", type=Path)
+    p.add_argument("--profile", metavar="PATH[,PATH]", help="profile these paths (not eager) instead of the table")
+    p.add_argument("--profile-size", default="256", help="the square side the profile runs at")
     args = p.parse_args(argv)
-    sizes = square_sides(p, args.sizes)
-    paths = [s for s in args.paths.split(",") if s]
-    if not set(paths) <= set(ALL_PATHS) or "eager" not in paths:
-        p.error(f"--paths: a subset of {','.join(ALL_PATHS)} with eager")
+    sizes = square_sides(p, args.profile_size if args.profile else args.sizes)
+    paths = _paths(p, args)
 
     import torch
 
@@ -153,6 +168,8 @@ def main(argv=None) -> int:
     files = prepare(model, args.work, args.calib_images, {n.split("-")[0] for n in paths})
     if args.prepare_only:
         return 0
+    if args.profile:
+        return profile_paths(paths, files, args.threads, sizes[0], args.work)
     load0 = os.getloadavg()[0]
     used = {k: v for k, v in files.items() if any(n.startswith(k + "-") for n in paths)}
     choices = auto_choices(used, args.threads)
@@ -181,6 +198,23 @@ def main(argv=None) -> int:
     if args.json:
         args.json.write_text(json.dumps({"rows": rows, "parallel": parallel, "load": [load0, load1],
                                          "choices": {k: c.runtime for k, c in choices.items()}}, indent=1) + "\n")
+    return 0
+
+
+def profile_paths(paths, files, threads: int, size: int, work: Path) -> int:
+    from cpu_profile import onnxruntime_profile, openvino_profile, print_profile  # benchmarks/cpu_profile.py
+
+    x = np.random.default_rng(1).uniform(0, 1, (1, 3, size, size)).astype(np.float32)
+    print(f"{threads} threads, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}")
+    for name in paths:
+        export, runtime = name.split("-")
+        if runtime == "ov":
+            shares, layer_seconds = openvino_profile(files[export], threads, x)
+            print(f"\n## {name}: summed layer time {layer_seconds:.3f} s")
+        else:
+            shares = onnxruntime_profile(files[export], threads, size, work / "profiles")
+            print(f"\n## {name}")
+        print_profile(name, size, shares)
     return 0
 
 

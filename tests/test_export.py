@@ -276,6 +276,22 @@ def test_ops_impl_restored_after_export(tiny, tiny_export):
     assert {m.ops_impl for m in tiny.modules() if hasattr(m, "ops_impl")} == {"reference"}
 
 
+def test_exporter_optimizer_skips_slices_split_and_is_restored(tiny_export):
+    """The exporter's optimizer runs without onnxscript's quadratic SlicesSplit rule during an
+    export only: after it (and after the context) the library's rule list is as it was."""
+    from onnxscript import rewriter
+    from onnxscript.rewriter.rules.common import slice_split_rule
+
+    from ast_deploy.export.onnx_export import _without_slices_split
+
+    before = rewriter._DEFAULT_REWRITE_RULES
+    assert slice_split_rule in before
+    with _without_slices_split():
+        inside = rewriter._DEFAULT_REWRITE_RULES
+        assert slice_split_rule not in inside and len(inside) == len(before) - 1
+    assert rewriter._DEFAULT_REWRITE_RULES is before
+
+
 # ------------------------------------------------------------------------------------------------
 # The official implementation's outputs, through ONNX Runtime
 # ------------------------------------------------------------------------------------------------

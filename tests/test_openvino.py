@@ -247,3 +247,39 @@ def test_missing_openvino_names_the_extra(monkeypatch, tmp_path):
     code = restore.main([str(photo), "-o", str(tmp_path / "out"), "--onnx", str(dynamic_onnx()),
                          "--runtime", "openvino", "--quiet"])
     assert code == 2
+
+
+# ---------------------------------------------------------------- bench_cpu_runtimes.py --profile
+
+def test_profile_counters_match_the_executed_graphs_layer_times():
+    """The profile's kernel shares (benchmarks/cpu_profile.py, from InferRequest.profiling_info)
+    against the same run's execution times as the executed graph records them (rt_info), and its
+    layer type / kernel table against its own margins."""
+    import sys
+    from collections import defaultdict
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    from ast_deploy.backends.openvino import CompiledModelFromOnnx
+    from ast_deploy.backends.options import OpenVINOOptions
+    from cpu_profile import ov_counter_shares
+
+    compiled, _ = CompiledModelFromOnnx(dynamic_onnx(), OpenVINOOptions(threads=1))(extra_config={"PERF_COUNT": True})
+    request = compiled.create_infer_request()
+    request.infer({0: synthetic_image(128, 128, 3)[None]})
+    shares = ov_counter_shares(request.profiling_info)
+    recorded = defaultdict(float)  # kernel -> microseconds
+    for op in compiled.get_runtime_model().get_ops():
+        info = op.get_rt_info()
+        if info["execTimeMcs"].astype(str).isdigit():
+            recorded[info["primitiveType"].astype(str)] += int(info["execTimeMcs"].astype(str))
+    total = sum(recorded.values())
+    assert total > 0 and any(k.startswith("brgemm") for k in recorded)
+    assert set(shares["kernel"]) == {k for k, v in recorded.items() if v}
+    for kernel, share in shares["kernel"].items():
+        assert share == pytest.approx(recorded[kernel] / total, abs=0.01), kernel
+    margins = defaultdict(float)
+    for key, share in shares["layer type / kernel"].items():
+        margins[key.split(" / ")[0]] += share
+    assert margins == pytest.approx(shares["layer type"])
+    assert "FullyConnected" in shares["layer type"] and sum(shares["layer type"].values()) == pytest.approx(1.0)

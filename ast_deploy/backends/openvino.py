@@ -74,7 +74,8 @@ class CompiledModelFromOnnx:
         self.path = Path(path)
         self.options = options or OpenVINOOptions()
 
-    def __call__(self):
+    def __call__(self, extra_config: dict | None = None):
+        """``extra_config``: more compile properties (e.g. {"PERF_COUNT": True} for a profile)."""
         ov = import_openvino()
         if not self.path.is_file():
             raise FileNotFoundError(f"ONNX model {str(self.path)!r} does not exist")
@@ -87,6 +88,7 @@ class CompiledModelFromOnnx:
                   "PERFORMANCE_HINT": self.options.mode.upper()}
         if self.options.threads:
             config["INFERENCE_NUM_THREADS"] = int(self.options.threads)
+        config.update(extra_config or {})
         if folder is not None:
             core.set_property({"CACHE_DIR": str(folder / "compiled")})
         try:

@@ -25,9 +25,11 @@ class GraphStats:
     op_counts: dict[str, int]
 
 
-def clean_graph(model: onnx.ModelProto, rewrites: Sequence[Callable[[onnx.ModelProto], object]] = ()) -> onnx.ModelProto:
-    """Fold constants (any size), apply ``rewrites`` (in place, on the folded graph with its inferred
-    shapes), remove dead nodes, sort topologically and infer shapes again.
+def clean_graph(model: onnx.ModelProto, rewrites: Sequence[Callable[[onnx.ModelProto], object]] = (),
+                fold_passes: int | None = None) -> onnx.ModelProto:
+    """Fold constants (any size; ``fold_passes`` Polygraphy passes, None: until nothing more folds),
+    apply ``rewrites`` (in place, on the folded graph with its inferred shapes), remove dead nodes,
+    sort topologically and infer shapes again.
 
     Local functions are kept; the ``ast`` custom nodes are never folded (their inputs depend on the
     graph input).
@@ -38,7 +40,8 @@ def clean_graph(model: onnx.ModelProto, rewrites: Sequence[Callable[[onnx.ModelP
 
     functions = list(model.functions)
     with G_LOGGER.verbosity(G_LOGGER.ERROR):  # scoped: the caller's Polygraphy logging is left as it was
-        model = fold_constants(model, size_threshold=None, error_ok=False, allow_onnxruntime_shape_inference=False)
+        model = fold_constants(model, num_passes=fold_passes, size_threshold=None, error_ok=False,
+                               allow_onnxruntime_shape_inference=False)
         for rewrite in rewrites:
             rewrite(model)
         graph = gs.import_onnx(model)
