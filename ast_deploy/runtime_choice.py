@@ -1,13 +1,20 @@
 """``runtime="auto"``: which installed CPU runtime runs an ONNX, decided by measurement.
 
 Each installed runtime (ONNX Runtime, OpenVINO) opens the model and runs a short probe (one
-synthetic image at a small size, ``probe_size``: one warm-up call, then the median of
-``PROBE_RUNS``); the fastest one whose output stays within the export precision's tolerance of
-ONNX Runtime's (the runtime ast-export validated the file on) is chosen. The decision and its
-figures are cached on disk (``<cache>/runtime.json``) and in memory, keyed by the model file's
-content, its precision, the runtimes' versions, the thread count and the CPU: a second Runner on
-the same file measures nothing. The probe's peak memory per runtime is kept with the figures (the
-budget's cost per pixel is measured by the Runner, for the runtime chosen, and cached by the budget).
+synthetic image at a small size, ``probe_size``: one warm-up call each, then ``PROBE_RUNS`` rounds
+in which every runtime runs once, so that a change of load during the probe hits all alike; the
+median per runtime). The fastest whose output stays within the export precision's tolerance of
+ONNX Runtime's (the runtime ast-export validated the file on) is chosen, but ONNX Runtime keeps
+the file unless another is at least ``MARGIN`` faster (closer than that is within the spread of
+repeated probes here).
+
+The decision and its figures are cached on disk (``<cache>/runtime.json``) and in memory, keyed by
+the model file's content, its precision, the runtimes' versions, the thread count and the CPU: a
+second Runner on the same file measures nothing, unless the cached decision was measured while
+other work kept every core busy (load average above the CPU count) and the machine is quieter now
+(the runtimes' ratio moved by a quarter under such load here), which measures it again. The
+probe's peak memory per runtime is kept with the figures (the budget's cost per pixel is measured
+by the Runner, for the runtime chosen, and cached by the budget).
 
 ``AST_RUNTIME=onnxruntime`` (or ``openvino``) in the environment turns ``auto`` into that runtime
 without measuring. On a CUDA device ``auto`` is ONNX Runtime (OpenVINO runs here on the CPU only).
@@ -29,8 +36,9 @@ from .fileio import atomic_write
 from .metadata import onnx_precision
 
 ENV = "AST_RUNTIME"
-CHOICE_FORMAT = 1  # bump when the probe's method changes: old entries are then ignored
+CHOICE_FORMAT = 2  # bump when the probe's method changes: old entries are then ignored
 PROBE_RUNS = 3
+MARGIN = 0.05  # another runtime replaces ONNX Runtime only when its probe is this much faster: closer is noise
 PROBE_SIDE = 64  # pixels: the probe's side, rounded up to the model's size multiple (AST-B: 128)
 CPU_RUNTIMES = {"onnxruntime": "onnxruntime", "openvino": "openvino"}  # runtime -> module
 
@@ -42,11 +50,16 @@ class RuntimeChoice:
     precision it computes in, the memory cost in bytes per pixel, or the error that kept it out)."""
 
     runtime: str
-    reason: str  # "measured", "cached", "AST_RUNTIME", "only one installed", "device"
+    reason: str  # "measured", "cached", "measured again, ...", "AST_RUNTIME", "only one installed", "device"
     precision: str | None = None  # the export's
     size: tuple[int, int] | None = None
     tolerance_db: float | None = None
     figures: dict = field(default_factory=dict)
+    load: float | None = None  # the 1-minute load average when the probe started
+
+    @property
+    def contended(self) -> bool:
+        return self.load is not None and self.load > (os.cpu_count() or 1)
 
     def summary(self) -> str:
         head = f"runtime auto -> {self.runtime} ({self.reason}"
@@ -62,7 +75,8 @@ class RuntimeChoice:
             held = "" if f["holds"] else f" (below {self.tolerance_db:g} dB: not chosen)"
             parts.append(f"{name} {f['inference_precision']} {1e3 * f['seconds']:.1f} ms, peak "
                          f"{f['peak_bytes'] / 2 ** 20:.0f} MiB{psnr}{held}")
-        return f"{head}; {self.precision} export, {h}x{w} probe: " + "; ".join(parts) + ")"
+        load = "" if self.load is None else f", load {self.load:.1f}"
+        return f"{head}; {self.precision} export, {h}x{w} probe{load}: " + "; ".join(parts) + ")"
 
 
 def _importable(module: str) -> bool:
@@ -86,6 +100,13 @@ def _versions(names) -> str:
         except PackageNotFoundError:  # onnxruntime-gpu and friends: the module's own
             out.append(f"{name}-{getattr(__import__(CPU_RUNTIMES[name]), '__version__', '?')}")
     return ",".join(out)
+
+
+def load_average() -> float | None:
+    try:
+        return os.getloadavg()[0]
+    except (OSError, AttributeError):  # not on this platform
+        return None
 
 
 def _cpu_name() -> str:
@@ -152,6 +173,7 @@ def choose_runtime(path, device: str = "cpu", threads: int | None = None, size_m
     if len(runtimes) < 2:
         return RuntimeChoice(runtimes[0] if runtimes else "onnxruntime", "only one installed")
     key = choice_key(path, threads, runtimes)
+    reason = "measured"
     if use_cache:
         if key in _MEMO:
             return _MEMO[key]
@@ -159,14 +181,22 @@ def choose_runtime(path, device: str = "cpu", threads: int | None = None, size_m
         if entry:
             entry.pop("when", None)
             size = entry.pop("size")
-            choice = RuntimeChoice(**{**entry, "reason": "cached", "size": tuple(size) if size else None})
-            _MEMO[key] = choice
-            return choice
+            cached = RuntimeChoice(**{**entry, "reason": "cached", "size": tuple(size) if size else None})
+            if not (cached.contended and _quiet_now()):
+                _MEMO[key] = cached
+                return cached
+            reason = f"measured again, the cached choice's probe ran at load {cached.load:.1f}"
     choice = measure_runtimes(path, threads, size_multiple)
+    choice.reason = reason
     _MEMO[key] = choice
     if use_cache:
         _write_cache(key, choice)
     return choice
+
+
+def _quiet_now() -> bool:
+    load = load_average()
+    return load is not None and load <= (os.cpu_count() or 1)
 
 
 def probe_size(backend) -> tuple[int, int]:
@@ -180,19 +210,26 @@ def probe_size(backend) -> tuple[int, int]:
     return side, side
 
 
-def _time(backend, x) -> dict:
-    """Median seconds of the probe runs, and the peak resident growth over them (bytes)."""
+def _warm_up(backend, x):
+    """The first call (allocations, OpenVINO's shape-specific compilation) and its peak resident
+    growth in bytes."""
     release_memory()
     before = current_rss()
     if not reset_peak():
         before = peak_rss()
-    out = backend.infer(x)  # warm-up: first-call allocations and OpenVINO's shape-specific compilation
-    seconds = []
+    out = backend.infer(x)
+    return out, max(0, peak_rss() - before)
+
+
+def _timed_rounds(backends: dict, x) -> dict:
+    """Median seconds per backend over PROBE_RUNS rounds, each backend once per round."""
+    seconds = {name: [] for name in backends}
     for _ in range(PROBE_RUNS):
-        start = time.perf_counter()
-        backend.infer(x)
-        seconds.append(time.perf_counter() - start)
-    return {"seconds": statistics.median(seconds), "peak_bytes": max(0, peak_rss() - before)}, out
+        for name, backend in backends.items():
+            start = time.perf_counter()
+            backend.infer(x)
+            seconds[name].append(time.perf_counter() - start)
+    return {name: statistics.median(s) for name, s in seconds.items()}
 
 
 def measure_runtimes(path, threads: int | None = None, size_multiple: int | None = None) -> RuntimeChoice:
@@ -205,26 +242,38 @@ def measure_runtimes(path, threads: int | None = None, size_multiple: int | None
     from .checks.synthetic import synthetic_image
     from .checks.tolerances import tolerance_for
 
+    load = load_average()
     extra = {"size_multiple": size_multiple} if size_multiple else {}
-    reference = OnnxRuntimeBackend(path, providers="cpu", intra_op_threads=threads, **extra)
-    size = probe_size(reference)
-    x = synthetic_image(*size, 0)[None]
-    timing, expected = _time(reference, x)
     precision = onnx_precision(path)
     tolerance = tolerance_for(precision).psnr_min
-    figures = {"onnxruntime": {**timing, "inference_precision": precision, "holds": True}}
-    reference.close()
+    backends = {"onnxruntime": OnnxRuntimeBackend(path, providers="cpu", intra_op_threads=threads, **extra)}
+    size = probe_size(backends["onnxruntime"])
+    x = synthetic_image(*size, 0)[None]
+    expected, peak = _warm_up(backends["onnxruntime"], x)
+    figures = {"onnxruntime": {"peak_bytes": peak, "inference_precision": precision, "holds": True}}
     try:
-        candidate = OpenVINOBackend(path, OpenVINOOptions(threads=threads), **extra)
-        timing, out = _time(candidate, x)
-        quality = float(psnr(out, expected))
-        figures["openvino"] = {**timing, "inference_precision": candidate.inference_precision, "psnr_db": quality,
-                               "holds": quality >= tolerance}
-        candidate.close()
-    except Exception as e:  # a model OpenVINO cannot read or run: ONNX Runtime runs it
-        figures["openvino"] = {"error": f"{type(e).__name__}: {str(e)[:200]}"}
+        try:
+            candidate = OpenVINOBackend(path, OpenVINOOptions(threads=threads), **extra)
+            out, peak = _warm_up(candidate, x)
+            quality = float(psnr(out, expected))
+            backends["openvino"] = candidate
+            figures["openvino"] = {"peak_bytes": peak, "inference_precision": candidate.inference_precision,
+                                   "psnr_db": quality, "holds": quality >= tolerance}
+        except Exception as e:  # a model OpenVINO cannot read or run: ONNX Runtime runs it
+            figures["openvino"] = {"error": f"{type(e).__name__}: {str(e)[:200]}"}
+        for name, seconds in _timed_rounds(backends, x).items():
+            figures[name]["seconds"] = seconds
+    finally:
+        for backend in backends.values():
+            backend.close()
+    return RuntimeChoice(pick(figures), "measured", precision, size, tolerance, figures, load)
+
+
+def pick(figures: dict) -> str:
+    """The runtime the probe's figures choose: the fastest that holds the tolerance, but ONNX Runtime
+    unless it is at least ``MARGIN`` faster than ONNX Runtime."""
     usable = [name for name, f in figures.items() if f.get("holds")]
     best = min(usable, key=lambda name: figures[name]["seconds"])
-    return RuntimeChoice(best, "measured", precision, size, tolerance, figures)
-
-
+    if figures[best]["seconds"] > (1 - MARGIN) * figures["onnxruntime"]["seconds"]:
+        return "onnxruntime"
+    return best
