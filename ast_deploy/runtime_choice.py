@@ -270,8 +270,8 @@ def measure_runtimes(path, threads: int | None = None, size_multiple: int | None
 
 
 def pick(figures: dict) -> str:
-    """The runtime the probe's figures choose: the fastest that holds the tolerance, but ONNX Runtime
-    unless it is at least ``MARGIN`` faster than ONNX Runtime."""
+    """The runtime the probe's figures choose: the fastest that holds the tolerance when it is at
+    least ``MARGIN`` faster than ONNX Runtime, else ONNX Runtime."""
     usable = [name for name, f in figures.items() if f.get("holds")]
     best = min(usable, key=lambda name: figures[name]["seconds"])
     if figures[best]["seconds"] > (1 - MARGIN) * figures["onnxruntime"]["seconds"]:
