@@ -29,8 +29,6 @@ import statistics
 import time
 from dataclasses import asdict, dataclass, field
 
-import numpy as np
-
 from .budget import cache_root, current_rss, file_digest, peak_rss, release_memory, reset_peak
 from .fileio import atomic_write
 from .metadata import onnx_precision
@@ -59,7 +57,7 @@ class RuntimeChoice:
 
     @property
     def contended(self) -> bool:
-        return self.load is not None and self.load > (os.cpu_count() or 1)
+        return _busy(self.load)
 
     def summary(self) -> str:
         head = f"runtime auto -> {self.runtime} ({self.reason}"
@@ -194,9 +192,14 @@ def choose_runtime(path, device: str = "cpu", threads: int | None = None, size_m
     return choice
 
 
+def _busy(load: float | None) -> bool:
+    """Other work kept every core busy: a load average above the CPU count."""
+    return load is not None and load > (os.cpu_count() or 1)
+
+
 def _quiet_now() -> bool:
     load = load_average()
-    return load is not None and load <= (os.cpu_count() or 1)
+    return load is not None and not _busy(load)
 
 
 def probe_size(backend) -> tuple[int, int]:

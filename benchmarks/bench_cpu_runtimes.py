@@ -208,8 +208,12 @@ def _eager_fn(model):
     return eager
 
 
+def _image(size: int, seed: int):
+    return np.random.default_rng(seed).random((1, 3, size, size), dtype=np.float32)
+
+
 def _inputs(sizes):
-    return {size: np.random.default_rng(size).random((1, 3, size, size), dtype=np.float32) for size in sizes}
+    return {size: _image(size, size) for size in sizes}
 
 
 def measure_together(model, paths, files, sizes, args):
@@ -225,7 +229,7 @@ def measure_together(model, paths, files, sizes, args):
         print(f"# {size}: " + ", ".join(f"{k} {v:.2f} s" for k, v in seconds.items()), file=sys.stderr, flush=True)
     parallel = {}
     if args.parallel_size:
-        x = np.random.default_rng(0).random((1, 3, args.parallel_size, args.parallel_size), dtype=np.float32)
+        x = _image(args.parallel_size, 0)
         for name in backends:
             backend = backends[name] if name.endswith("-ort") else open_path(name, files, args.threads, "throughput")
             parallel[name] = parallel_rate(backend, x)
@@ -241,7 +245,7 @@ def measure_child(model, name, files, sizes, args) -> int:
         seconds, outs, peaks = measure_size(fns, x, args.runs, memory=size == max(sizes))
         result["sizes"][size] = {"seconds": seconds, "peak_mib": peaks, "psnr_vs_eager": psnr(outs[name], outs["eager"])}
     if args.parallel_size:
-        x = np.random.default_rng(0).random((1, 3, args.parallel_size, args.parallel_size), dtype=np.float32)
+        x = _image(args.parallel_size, 0)
         if name.endswith("-ov"):
             backend.close()
             backend = open_path(name, files, args.threads, "throughput")
