@@ -34,7 +34,7 @@ from .fileio import atomic_write
 from .metadata import onnx_precision
 
 ENV = "AST_RUNTIME"
-CHOICE_FORMAT = 2  # bump when the probe's method changes: old entries are then ignored
+CHOICE_FORMAT = 3  # bump when the probe's method or a runtime's graph changes: old entries are then ignored
 PROBE_RUNS = 3
 MARGIN = 0.05  # another runtime replaces ONNX Runtime only when its probe is this much faster: closer is noise
 PROBE_SIDE = 64  # pixels: the probe's side, rounded up to the model's size multiple (AST-B: 128)

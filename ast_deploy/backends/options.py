@@ -32,12 +32,15 @@ class OpenVINOOptions:
     -> bf16 where the CPU has native BF16, else f32).
     ``mode``: PERFORMANCE_HINT; "throughput" runs parallel requests in streams of their own.
     ``cache_dir``: where the converted model and OpenVINO's compiled-model cache live (None: the
-    package's cache folder; "" turns both caches off)."""
+    package's cache folder; "" turns both caches off).
+    ``channels_first_ffn``: run each FRFN channels-first (``export.channels_first``; False: the graph
+    as exported, for comparison)."""
 
     threads: int | None = None
     precision: str = "auto"
     mode: str = "latency"
     cache_dir: str | None = None
+    channels_first_ffn: bool = True
 
     def __post_init__(self):
         if self.threads is not None and (not isinstance(self.threads, int) or self.threads < 1):
