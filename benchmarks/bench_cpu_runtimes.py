@@ -24,6 +24,16 @@ Runner shares it) and on OpenVINO's THROUGHPUT mode (two streams), ``--threads``
 (cpu_profile.py): OpenVINO's per-layer counters by layer type and by kernel, ONNX Runtime's profile by
 op type; shares of one run after a warm-up.
 
+``--keep-heap``: on this virtual machine eager PyTorch spends much of its time in the kernel, mapping
+fresh pages for the large buffers that ``malloc`` maps and unmaps on every call (AST-B 256x256: about
+1 M minor page faults and 1.8 s of system time in a 2.7 s call; 512x512: half of 13 s), and that cost
+moves with the machine's state (2.0 to 4.5 s at 256 in one run). With glibc keeping freed memory in
+its heap, the same calls take 1.6 s (256) and 6.5 s (512) with no faults after the first: a steadier
+and stricter baseline. ONNX Runtime and OpenVINO keep their own arenas and change little.
+
+Runtimes in a path's name: ``ort`` ONNX Runtime, ``ov`` OpenVINO as the backend runs it (each FRFN
+rewritten channels-first), ``ovx`` OpenVINO on the graph as exported (the rewrite off, for comparison).
+
 Exports are made once into ``--work`` (reused when present): FP32 (ast_deploy.export), FP16
 (precision.fp16), INT8 with Q/DQ for TensorRT / OpenVINO (the default placement) and INT8 for ONNX
 Runtime (``--int8-for onnxruntime``), calibrated on ``--calib-images`` demo images.
@@ -51,7 +61,7 @@ from timing import square_sides  # noqa: E402  (benchmarks/timing.py)
 FILES = {"fp32": "ast_b_fp32.onnx", "fp16": "ast_b_fp16.onnx", "int8": "ast_b_int8_qdq.onnx",
          "int8ort": "ast_b_int8_ort.onnx"}
 ALL_PATHS = ("eager", "fp32-ort", "fp32-ov", "fp16-ort", "fp16-ov", "int8-ort", "int8-ov", "int8ort-ort",
-             "int8ort-ov")
+             "int8ort-ov", "fp32-ovx", "fp16-ovx", "int8-ovx")
 
 
 def prepare(model, work: Path, calib_images: int, wanted) -> dict[str, Path]:
@@ -90,7 +100,9 @@ def open_path(name: str, files, threads: int, mode: str = "latency"):
     export, runtime = name.split("-")
     if runtime == "ort":
         return OnnxRuntimeBackend(files[export], providers="cpu", intra_op_threads=threads)
-    return OpenVINOBackend(files[export], OpenVINOOptions(threads=threads, mode=mode))
+    # "ovx": OpenVINO on the graph as exported (the backend's FRFN channels-first rewrite off)
+    return OpenVINOBackend(files[export], OpenVINOOptions(threads=threads, mode=mode,
+                                                          channels_first_ffn=runtime != "ovx"))
 
 
 def psnr(a, b) -> float:
@@ -164,8 +176,13 @@ def main(argv=None) -> int:
     p.add_argument("--profile-size", default="256", help="the square side the profile runs at")
     p.add_argument("--one-process", action="store_true",
                    help="all paths in one process (not beside their own eager run; see the text)")
+    p.add_argument("--keep-heap", action="store_true",
+                   help="glibc keeps freed memory in the heap (mallopt) in every measuring process: eager "
+                        "PyTorch's buffers are then not mapped and unmapped on every call (see the text)")
     p.add_argument("--child", help=argparse.SUPPRESS)  # one path beside eager, results to --json
     args = p.parse_args(argv)
+    if args.keep_heap:
+        keep_heap()
     sizes = square_sides(p, args.profile_size if args.profile else args.sizes)
     paths = _paths(p, args)
 
@@ -197,6 +214,16 @@ def main(argv=None) -> int:
                                          "one_process": args.one_process,
                                          "choices": {k: c.runtime for k, c in choices.items()}}, indent=1) + "\n")
     return 0
+
+
+def keep_heap() -> None:
+    """glibc: serve large blocks from the heap and never trim it (mallopt), for this process."""
+    import ctypes
+
+    m_trim_threshold, m_mmap_threshold = -1, -3
+    libc = ctypes.CDLL("libc.so.6")
+    if not (libc.mallopt(m_mmap_threshold, 1 << 30) and libc.mallopt(m_trim_threshold, 2 ** 31 - 1)):
+        raise SystemExit("--keep-heap: mallopt refused (not glibc?)")
 
 
 def _eager_fn(model):
@@ -246,7 +273,7 @@ def measure_child(model, name, files, sizes, args) -> int:
         result["sizes"][size] = {"seconds": seconds, "peak_mib": peaks, "psnr_vs_eager": psnr(outs[name], outs["eager"])}
     if args.parallel_size:
         x = _image(args.parallel_size, 0)
-        if name.endswith("-ov"):
+        if not name.endswith("-ort"):
             backend.close()
             backend = open_path(name, files, args.threads, "throughput")
         result["parallel"] = parallel_rate(backend, x)
@@ -265,6 +292,7 @@ def measure_in_pairs(paths, sizes, args):
         cmd = [sys.executable, __file__, "--child", name, "--json", str(out), "--work", str(args.work),
                "--sizes", ",".join(map(str, sizes)), "--threads", str(args.threads), "--runs", str(args.runs),
                "--parallel-size", str(args.parallel_size), "--calib-images", str(args.calib_images)]
+        cmd += ["--keep-heap"] if args.keep_heap else []
         subprocess.run(cmd, check=True)
         children[name] = json.loads(out.read_text())
         seconds = children[name]["sizes"]
@@ -292,8 +320,8 @@ def profile_paths(paths, files, threads: int, size: int, work: Path) -> int:
     print(f"{threads} threads, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}")
     for name in paths:
         export, runtime = name.split("-")
-        if runtime == "ov":
-            shares, layer_seconds = openvino_profile(files[export], threads, x)
+        if runtime in ("ov", "ovx"):
+            shares, layer_seconds = openvino_profile(files[export], threads, x, channels_first_ffn=runtime == "ov")
             print(f"\n## {name}: summed layer time {layer_seconds:.3f} s")
         else:
             shares = onnxruntime_profile(files[export], threads, size, work / "profiles")
@@ -308,6 +336,7 @@ def report(rows, choices, parallel, args, load0, load1, torch_version) -> None:
 
     where = ("all paths in one process" if args.one_process else
              "each path in its own process beside eager, its ratio against that eager run; eager: the median of those")
+    where += "; glibc keeps freed memory (--keep-heap)" if args.keep_heap else "; glibc's default malloc"
     print(f"AST-B (random weights, seed 0), {args.threads} threads, torch {torch_version}, onnxruntime "
           f"{onnxruntime.__version__}, openvino {openvino.__version__.split('-')[0]}; median of {args.runs} "
           f"interleaved runs after a warm-up; {where}; {os.cpu_count()} CPUs, load average {load0:.1f} at start, "
@@ -325,7 +354,7 @@ def report(rows, choices, parallel, args, load0, load1, torch_version) -> None:
     for n in names:
         export, runtime = n.split("-")
         chosen = choices.get(export)
-        mark = " (auto)" if chosen and chosen.runtime == {"ort": "onnxruntime", "ov": "openvino"}[runtime] else ""
+        mark = " (auto)" if chosen and chosen.runtime == {"ort": "onnxruntime", "ov": "openvino"}.get(runtime) else ""
         cells = [f"{r['seconds'][n]:.2f} | {r['seconds'][n] / r['eager_seconds'][n]:.2f} | "
                  f"{r['psnr_vs_eager'][n]:.1f}" for r in rows]
         print(f"| {n}{mark} | " + " | ".join(cells) + f" | {rows[-1]['peak_mib'].get(n, float('nan')):.0f} |")

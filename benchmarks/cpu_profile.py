@@ -29,13 +29,16 @@ def _shares(totals: dict[str, float]) -> dict[str, float]:
     return {k: v / whole for k, v in sorted(totals.items(), key=lambda kv: -kv[1]) if v > 0}
 
 
-def openvino_profile(path: Path, threads: int, x: np.ndarray) -> tuple[dict, float]:
+def openvino_profile(path: Path, threads: int, x: np.ndarray, channels_first_ffn: bool = True
+                     ) -> tuple[dict, float]:
     """(shares, summed layer seconds) of one run of ``x`` after a warm-up, compiled as the backend
-    compiles it (same precision, threads, latency mode) with PERF_COUNT on."""
+    compiles it (same precision, threads, latency mode; ``channels_first_ffn`` False: the graph as
+    exported) with PERF_COUNT on."""
     from ast_deploy.backends.openvino import CompiledModelFromOnnx
     from ast_deploy.backends.options import OpenVINOOptions
 
-    compiled, _facts = CompiledModelFromOnnx(path, OpenVINOOptions(threads=threads))(extra_config={"PERF_COUNT": True})
+    options = OpenVINOOptions(threads=threads, channels_first_ffn=channels_first_ffn)
+    compiled, _facts = CompiledModelFromOnnx(path, options)(extra_config={"PERF_COUNT": True})
     request = compiled.create_infer_request()
     request.infer({0: x})
     request.infer({0: x})

@@ -1,10 +1,11 @@
 """FRFN run channels-first (``export.channels_first``), the graph rewrite the OpenVINO backend makes in
 memory: every FRFN of an ``ast-export`` graph is rewritten, the rewritten graph computes what the
-exported one does (ONNX Runtime on both), a block with another reader is left alone, and OpenVINO
-runs the demo model's FP32 and FP16 exports through it within their tolerances.
+exported one does (ONNX Runtime on both), INT8 Q/DQ blocks keep their quantization, a block with
+another reader is left alone, and OpenVINO runs the demo model's FP32, FP16 and INT8 exports through
+it within their tolerances.
 
-Subject: the demo model's exports as ``ast-export`` makes them (conftest's shared ``demo_onnx`` and
-``fp16``); references: ONNX Runtime on the file as exported and PyTorch."""
+Subject: the demo model's exports as ``ast-export`` makes them (conftest's shared ``demo_onnx``,
+``fp16`` and ``int8``); references: ONNX Runtime on the file as exported and PyTorch."""
 
 import hashlib
 
@@ -33,9 +34,14 @@ def frfn_blocks() -> int:
     return sum(isinstance(m, FRFN) for m in build_demo_model().modules())
 
 
-def run_ort(model_or_path, x):
+def run_ort(model_or_path, x, optimize=True):
+    """ONNX Runtime's output; ``optimize=False``: each node as written (no fusions: ONNX Runtime fuses
+    DQ -> MatMul and DQ -> Conv into different integer kernels, which round differently)."""
     source = model_or_path.SerializeToString() if isinstance(model_or_path, onnx.ModelProto) else str(model_or_path)
-    session = ort.InferenceSession(source, providers=["CPUExecutionProvider"])
+    options = ort.SessionOptions()
+    if not optimize:
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    session = ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
     return session.run(None, {session.get_inputs()[0].name: x})[0]
 
 
@@ -61,6 +67,25 @@ def test_every_frfn_is_rewritten_and_computes_the_same(demo_onnx, batch):
     assert len(ops(model, "Transpose")) == transposes  # two around the dw conv out, two at the block's ends in
     exported = run_ort(demo_onnx, batch)
     assert np.max(np.abs(run_ort(model, batch) - exported)) <= 1e-5 * np.max(np.abs(exported))
+
+
+def test_int8_qdq_blocks_keep_their_quantization(int8, demo_onnx, batch):
+    """The Q/DQ pairs come along (per tensor: the input's after the new Transpose, each weight's on
+    the transposed weight), so node by node the graph computes the same numbers."""
+    path, _report = int8
+    model = onnx.inliner.inline_local_functions(onnx.load(str(path)))
+    quantizers = len(ops(model, "QuantizeLinear"))
+    assert frfn_channels_first(model) == frfn_blocks()
+    onnx.checker.check_model(model, full_check=True)
+    assert len(ops(model, "QuantizeLinear")) == quantizers  # each pair moved or copied, none lost or added
+    pointwise = [n for n in ops(model, "Conv")
+                 if [a.ints for a in n.attribute if a.name == "kernel_shape"] == [[1, 1]]]
+    assert len(pointwise) == 3 * frfn_blocks()
+    producer = {o: n.op_type for n in model.graph.node for o in n.output}
+    assert all(producer[n.input[1]] == "DequantizeLinear" for n in pointwise)  # integer weights still
+    as_exported = run_ort(path, batch, optimize=False)
+    assert np.max(np.abs(run_ort(model, batch, optimize=False) - as_exported)) <= 1e-5 * np.max(np.abs(as_exported))
+    assert psnr(run_ort(model, batch), run_ort(demo_onnx, batch)) >= DEFAULT_TOLERANCES["int8"].psnr_min
 
 
 def test_a_block_with_another_reader_is_left_alone(demo_onnx, batch):
@@ -106,3 +131,20 @@ def test_openvino_runs_the_rewritten_fp16_graph_within_50db(fp16, demo_onnx, bat
     runner = Runner(path, runtime="openvino", max_memory="unlimited")
     assert runner.backend.precision == "fp16" and runner.backend.channels_first_ffn == frfn_blocks()
     assert psnr(runner(batch), run_ort(demo_onnx, batch)) >= DEFAULT_TOLERANCES["fp16"].psnr_min
+
+
+def test_openvino_runs_the_rewritten_int8_graph_within_35db(int8, demo_onnx, batch, tmp_path, monkeypatch):
+    pytest.importorskip("openvino")
+    from ast_deploy import Runner
+
+    monkeypatch.setenv("AST_DEPLOY_CACHE", str(tmp_path / "cache"))
+    path, _report = int8
+    runner = Runner(path, runtime="openvino", max_memory="unlimited")
+    assert runner.backend.precision == "int8" and runner.backend.channels_first_ffn == frfn_blocks()
+    assert psnr(runner(batch), run_ort(demo_onnx, batch)) >= DEFAULT_TOLERANCES["int8"].psnr_min
+    executed = runner.backend.compiled.get_runtime_model().get_ops()
+    integer = {op.get_friendly_name() for op in executed
+               if op.get_rt_info()["layerType"].astype(str) == "Convolution"
+               and op.get_rt_info()["runtimePrecision"].astype(str) in ("i8", "u8")}
+    rewritten = {name for name in integer if name.split("/")[0].endswith("_1x1")}  # OpenVINO appends /WithoutBiases
+    assert len(rewritten) == 3 * frfn_blocks()  # the linears, as convolutions on integers
