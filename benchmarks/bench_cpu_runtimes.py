@@ -8,7 +8,8 @@ OpenVINO, what ``runtime="auto"`` chooses for each, against our eager PyTorch mo
 
 Each path runs in its own process beside its baseline, our eager PyTorch model (AST-B, random, seed 0,
 as bench_speed.py makes it): the two interleaved (each once per round, one warm-up round first),
-median of ``--runs``; the path's ratio is against the eager run of its own process. One process for
+median of ``--runs``; the path's ratio is against the eager run of its own process ("/ eager") and
+against the median of all the processes' eager runs ("/ median eager"). One process for
 all paths (``--one-process``, every path once per round) is what this script did first; it is kept
 to show why it is not the default: with several OpenVINO models loaded beside it, eager PyTorch ran
 1.3-2.1x slower than beside one ONNX Runtime session (2026-12-03, AST-B 256x256: 2.55 s beside FP32
@@ -345,18 +346,18 @@ def report(rows, choices, parallel, args, load0, load1, torch_version) -> None:
         print(f"auto on {key}: {choice.summary()}")
     print()
     names = [n for n in rows[0]["seconds"] if n != "eager"]
-    head = "| path | " + " | ".join(f"{r['size']} s | / eager | dB vs FP32" for r in rows) + " | peak MiB |"
+    head = "| path | " + " | ".join(f"{r['size']} s | / eager | / median eager | dB vs FP32" for r in rows) + " | peak MiB |"
     print(head)
     print("|" + " --- |" * (head.count("|") - 1))
     print("| eager | " + " | ".join(f"{r['seconds']['eager']:.2f} ({min(r['eager_seconds'].values()):.2f}-"
-                                   f"{max(r['eager_seconds'].values()):.2f}) | 1.00 | -" for r in rows)
+                                   f"{max(r['eager_seconds'].values()):.2f}) | 1.00 | 1.00 | -" for r in rows)
           + f" | {rows[-1]['peak_mib'].get('eager', float('nan')):.0f} |")
     for n in names:
         export, runtime = n.split("-")
         chosen = choices.get(export)
         mark = " (auto)" if chosen and chosen.runtime == {"ort": "onnxruntime", "ov": "openvino"}.get(runtime) else ""
         cells = [f"{r['seconds'][n]:.2f} | {r['seconds'][n] / r['eager_seconds'][n]:.2f} | "
-                 f"{r['psnr_vs_eager'][n]:.1f}" for r in rows]
+                 f"{r['seconds'][n] / r['seconds']['eager']:.2f} | {r['psnr_vs_eager'][n]:.1f}" for r in rows]
         print(f"| {n}{mark} | " + " | ".join(cells) + f" | {rows[-1]['peak_mib'].get(n, float('nan')):.0f} |")
     if parallel:
         print()
