@@ -102,19 +102,26 @@ def test_a_block_with_another_reader_is_left_alone(demo_onnx, batch):
     assert np.max(np.abs(restored - before)) <= 1e-5 * np.max(np.abs(before))
 
 
-def test_openvino_runs_the_rewritten_fp32_graph_at_the_fp32_tolerance(demo_onnx, batch, tmp_path, monkeypatch):
+@pytest.fixture()
+def runner_class(tmp_path, monkeypatch):
+    """``Runner``, with OpenVINO installed and a private cache."""
     pytest.importorskip("openvino")
     from ast_deploy import Runner
-    from ast_deploy.backends.options import OpenVINOOptions
 
     monkeypatch.setenv("AST_DEPLOY_CACHE", str(tmp_path / "cache"))
+    return Runner
+
+
+def test_openvino_runs_the_rewritten_fp32_graph_at_the_fp32_tolerance(demo_onnx, batch, runner_class):
+    from ast_deploy.backends.options import OpenVINOOptions
+
     before = hashlib.sha256(demo_onnx.read_bytes()).hexdigest()
-    runner = Runner(demo_onnx, runtime=OpenVINOOptions(threads=2), max_memory="unlimited")
+    runner = runner_class(demo_onnx, runtime=OpenVINOOptions(threads=2), max_memory="unlimited")
     assert runner.backend.inference_precision == "f32"
     assert runner.backend.channels_first_ffn == frfn_blocks()
     out = runner(batch)
-    as_exported = Runner(demo_onnx, runtime=OpenVINOOptions(threads=2, channels_first_ffn=False),
-                         max_memory="unlimited")
+    as_exported = runner_class(demo_onnx, runtime=OpenVINOOptions(threads=2, channels_first_ffn=False),
+                               max_memory="unlimited")
     assert as_exported.backend.channels_first_ffn == 0
     fp32_min = DEFAULT_TOLERANCES["fp32"].psnr_min
     assert psnr(out, run_ort(demo_onnx, batch)) >= fp32_min
@@ -122,29 +129,16 @@ def test_openvino_runs_the_rewritten_fp32_graph_at_the_fp32_tolerance(demo_onnx,
     assert hashlib.sha256(demo_onnx.read_bytes()).hexdigest() == before  # rewritten in memory only
 
 
-def test_openvino_runs_the_rewritten_fp16_graph_within_50db(fp16, demo_onnx, batch, tmp_path, monkeypatch):
-    pytest.importorskip("openvino")
-    from ast_deploy import Runner
-
-    monkeypatch.setenv("AST_DEPLOY_CACHE", str(tmp_path / "cache"))
-    path, _report = fp16
-    runner = Runner(path, runtime="openvino", max_memory="unlimited")
-    assert runner.backend.precision == "fp16" and runner.backend.channels_first_ffn == frfn_blocks()
-    assert psnr(runner(batch), run_ort(demo_onnx, batch)) >= DEFAULT_TOLERANCES["fp16"].psnr_min
-
-
-def test_openvino_runs_the_rewritten_int8_graph_within_35db(int8, demo_onnx, batch, tmp_path, monkeypatch):
-    pytest.importorskip("openvino")
-    from ast_deploy import Runner
-
-    monkeypatch.setenv("AST_DEPLOY_CACHE", str(tmp_path / "cache"))
-    path, _report = int8
-    runner = Runner(path, runtime="openvino", max_memory="unlimited")
-    assert runner.backend.precision == "int8" and runner.backend.channels_first_ffn == frfn_blocks()
-    assert psnr(runner(batch), run_ort(demo_onnx, batch)) >= DEFAULT_TOLERANCES["int8"].psnr_min
-    executed = runner.backend.compiled.get_runtime_model().get_ops()
-    integer = {op.get_friendly_name() for op in executed
-               if op.get_rt_info()["layerType"].astype(str) == "Convolution"
-               and op.get_rt_info()["runtimePrecision"].astype(str) in ("i8", "u8")}
-    rewritten = {name for name in integer if name.split("/")[0].endswith("_1x1")}  # OpenVINO appends /WithoutBiases
-    assert len(rewritten) == 3 * frfn_blocks()  # the linears, as convolutions on integers
+@pytest.mark.parametrize("precision", ["fp16", "int8"])
+def test_openvino_runs_the_rewritten_fp16_and_int8_graphs_within_their_tolerance(precision, request, demo_onnx,
+                                                                                 batch, runner_class):
+    path, _report = request.getfixturevalue(precision)  # conftest's fp16 / int8 exports of the demo model
+    runner = runner_class(path, runtime="openvino", max_memory="unlimited")
+    assert runner.backend.precision == precision and runner.backend.channels_first_ffn == frfn_blocks()
+    assert psnr(runner(batch), run_ort(demo_onnx, batch)) >= DEFAULT_TOLERANCES[precision].psnr_min
+    if precision == "int8":  # the rewritten linears run as convolutions on integers
+        executed = runner.backend.compiled.get_runtime_model().get_ops()
+        integer = {op.get_friendly_name().split("/")[0] for op in executed  # OpenVINO appends /WithoutBiases
+                   if op.get_rt_info()["layerType"].astype(str) == "Convolution"
+                   and op.get_rt_info()["runtimePrecision"].astype(str) in ("i8", "u8")}
+        assert len({name for name in integer if name.endswith("_1x1")}) == 3 * frfn_blocks()
