@@ -1,4 +1,4 @@
-"""FRFN run channels-first (``export.channels_first``), the graph rewrite the OpenVINO backend makes in
+"""FRFN run channels-first (``backends.channels_first``), the graph rewrite the OpenVINO backend makes in
 memory: every FRFN of an ``ast-export`` graph is rewritten, the rewritten graph computes what the
 exported one does (ONNX Runtime on both), INT8 Q/DQ blocks keep their quantization, a block with
 another reader is left alone, and OpenVINO runs the demo model's FP32, FP16 and INT8 exports through
@@ -16,7 +16,7 @@ import pytest
 
 from ast_deploy.checks.synthetic import synthetic_image
 from ast_deploy.checks.tolerances import DEFAULT_TOLERANCES
-from ast_deploy.export.channels_first import frfn_channels_first
+from ast_deploy.backends.channels_first import frfn_channels_first
 
 ort = pytest.importorskip("onnxruntime")
 

@@ -1,5 +1,5 @@
-"""Running an ONNX model imports no PyTorch: the Runner, ast-restore, ast-check and ast-bench on
-.onnx files, in a fresh interpreter; afterwards no torch module may be in ``sys.modules``."""
+"""Running an ONNX model imports no PyTorch: the Runner (on ONNX Runtime and, where installed,
+OpenVINO), ast-restore, ast-check and ast-bench on .onnx files, in a fresh interpreter; afterwards no torch module may be in ``sys.modules``."""
 
 import json
 import subprocess
@@ -24,6 +24,12 @@ runner = Runner(dynamic)
 assert runner(np.zeros((100, 140, 3), np.uint8)).shape == (100, 140, 3)
 assert runner(Image.open(photo)).size == (96, 80)
 assert runner(np.zeros((2, 3, 128, 128), np.float32)).shape == (2, 3, 128, 128)
+try:
+    import openvino  # noqa: F401  (the OpenVINO backend, its graph rewrite included, needs no torch either)
+except ImportError:
+    pass
+else:
+    assert Runner(dynamic, runtime="openvino")(np.zeros((1, 3, 128, 128), np.float32)).shape == (1, 3, 128, 128)
 codes = [restore.main([photo, "-o", out, "--onnx", dynamic]),
          check.main([dynamic, static, "--sizes", "128x128"]),
          bench.main([static, "--sizes", "128x128", "--runs", "1", "--warmup", "0"])]

@@ -2,7 +2,7 @@
 
 OpenVINO's ONNX reader has no conversion rule for the ``ast::`` custom nodes, so the loader inlines
 their local functions in memory (``onnx.inliner``; the file is never written), runs each FRFN
-channels-first (``export.channels_first``: without the rewrite the CPU plugin spends about 40 % of an
+channels-first (``backends.channels_first``: without the rewrite the CPU plugin spends about 40 % of an
 FP32 AST-B run on Transposes and Reorders around the depth-wise convolutions) and converts the
 result. The converted model is kept as OpenVINO IR in the package's cache, keyed by the ONNX's
 content and OpenVINO's version, and OpenVINO's own model cache (CACHE_DIR) keeps the compiled
@@ -29,10 +29,10 @@ from pathlib import Path
 import numpy as np
 
 from ..budget import cache_root, file_digest
-from ..export.channels_first import frfn_channels_first
 from ..fileio import atomic_write
 from ..metadata import onnx_precision
 from .base import Backend, BackendError
+from .channels_first import frfn_channels_first
 from .onnxrt import model_size_multiple, shape_range_from_dims
 from .options import OpenVINOOptions
 

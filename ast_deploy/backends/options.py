@@ -33,7 +33,7 @@ class OpenVINOOptions:
     ``mode``: PERFORMANCE_HINT; "throughput" runs parallel requests in streams of their own.
     ``cache_dir``: where the converted model and OpenVINO's compiled-model cache live (None: the
     package's cache folder; "" turns both caches off).
-    ``channels_first_ffn``: run each FRFN channels-first (``export.channels_first``; False: the graph
+    ``channels_first_ffn``: run each FRFN channels-first (``backends.channels_first``; False: the graph
     as exported, for comparison)."""
 
     threads: int | None = None

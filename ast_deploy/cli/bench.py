@@ -81,7 +81,7 @@ def main(argv=None) -> int:
                          "backend": getattr(runner.backend, "name", type(runner.backend).__name__), **result,
                          "runtime": getattr(runner.backend, "runtime", None),
                          "inference_precision": getattr(runner.backend, "inference_precision", None),
-                         # OpenVINO: FRFN blocks run channels-first (export.channels_first)
+                         # OpenVINO: FRFN blocks run channels-first (backends.channels_first)
                          "channels_first_ffn": getattr(runner.backend, "channels_first_ffn", None),
                          "runtime_choice": None if choice is None else dataclasses.asdict(choice),
                          "baseline_rss_mb": baseline / 2 ** 20, "max_memory": format_size(runner.budget),
