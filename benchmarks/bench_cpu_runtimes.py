@@ -346,7 +346,8 @@ def report(rows, choices, parallel, args, load0, load1, torch_version) -> None:
         print(f"auto on {key}: {choice.summary()}")
     print()
     names = [n for n in rows[0]["seconds"] if n != "eager"]
-    head = "| path | " + " | ".join(f"{r['size']} s | / eager | / median eager | dB vs FP32" for r in rows) + " | peak MiB |"
+    head = ("| path | " + " | ".join(f"{r['size']} s | / eager | / median eager | dB vs FP32" for r in rows)
+            + " | peak MiB |")
     print(head)
     print("|" + " --- |" * (head.count("|") - 1))
     print("| eager | " + " | ".join(f"{r['seconds']['eager']:.2f} ({min(r['eager_seconds'].values()):.2f}-"
@@ -355,7 +356,8 @@ def report(rows, choices, parallel, args, load0, load1, torch_version) -> None:
     for n in names:
         export, runtime = n.split("-")
         chosen = choices.get(export)
-        mark = " (auto)" if chosen and chosen.runtime == {"ort": "onnxruntime", "ov": "openvino"}.get(runtime) else ""
+        auto_runtime = {"ort": "onnxruntime", "ov": "openvino"}.get(runtime)  # "ovx" is never what auto runs
+        mark = " (auto)" if chosen and chosen.runtime == auto_runtime else ""
         cells = [f"{r['seconds'][n]:.2f} | {r['seconds'][n] / r['eager_seconds'][n]:.2f} | "
                  f"{r['seconds'][n] / r['seconds']['eager']:.2f} | {r['psnr_vs_eager'][n]:.1f}" for r in rows]
         print(f"| {n}{mark} | " + " | ".join(cells) + f" | {rows[-1]['peak_mib'].get(n, float('nan')):.0f} |")
