@@ -16,6 +16,10 @@ arithmetic, summed in another order)::
     x -> Transpose(0,3,1,2) -> Conv1x1 W0 -> Gelu -> Conv dw -> Gelu -+
                             -> Conv1x1 W1 -> Gelu ------------------ Mul -> Conv1x1 W2 -> Transpose(0,2,3,1)
 
+When ``x`` comes from FRFN's partial convolution (inlined: Split the channels, Transpose, 3x3 Conv on
+the first part, Transpose back, Concat), that runs channels-first too: the block's input Transpose
+moves before the Split, and the two Transposes around the partial Conv go (AST-B FP32: 0.95x again).
+
 In an INT8 (Q/DQ) graph the QuantizeLinear -> DequantizeLinear pairs on the activations and weights
 come along: per-tensor pairs do not care about layout, so the input's pair moves after the new
 Transpose and each weight's pair quantizes the transposed weight with the same scale.
@@ -59,6 +63,7 @@ class _Block:
     to_last: onnx.NodeProto
     mul: onnx.NodeProto
     changed: list              # tensors whose layout becomes channels-first
+    pconv: tuple | None = None  # (Split, Conv) of the partial convolution that computes x, if it does
 
 
 def frfn_channels_first(model: onnx.ModelProto) -> int:
@@ -193,15 +198,40 @@ def _match(mul, producers, consumers, inits) -> _Block | None:
         dw_reader = readers(to_first.output[0])[0]
         changed = [n.output[0] for n in [first.matmul, first.add, gelu0, to_first, to_last, second.matmul,
                                          second.add, gelu1, mul, last.matmul] + dw_pair + mm2_pair]
-        return _Block(x, x_qdq, first, second, last, gelu0, to_first, dw_reader, to_last, mul, changed)
+        return _Block(x, x_qdq, first, second, last, gelu0, to_first, dw_reader, to_last, mul, changed,
+                      _partial_conv(producers, x))
     return None
+
+
+def _axis(node, default=0) -> int:
+    return next((a.i for a in node.attribute if a.name == "axis"), default)
+
+
+def _partial_conv(producers, x: str):
+    """(Split, Conv) when ``x`` = Concat(Transpose(Conv(Transpose(Split(t)[0]))), Split(t)[1]) along
+    the last axis of a 4-D ``t`` (the exported partial convolution, inlined), else None."""
+    concat = _op(producers, x, "Concat")
+    if concat is None or len(concat.input) != 2 or _axis(concat) not in (3, -1):
+        return None
+    back = _op(producers, concat.input[0], "Transpose", TO_CHANNELS_LAST)
+    conv = _op(producers, back.input[0], "Conv") if back is not None else None
+    into = _op(producers, conv.input[0], "Transpose", TO_CHANNELS_FIRST) if conv is not None else None
+    split = _op(producers, into.input[0], "Split") if into is not None else None
+    if split is None or len(split.output) != 2 or _axis(split) not in (3, -1):
+        return None
+    if into.input[0] != split.output[0] or concat.input[1] != split.output[1]:
+        return None
+    return split, conv
 
 
 def _rewrite(block: _Block, inits, graph, position: dict) -> dict[int, list]:
     tag = block.mul.name or block.mul.output[0]
     x_first, y_first = f"{tag}_x_channels_first", f"{tag}_y_channels_first"
-    head = [helper.make_node("Transpose", [block.x], [x_first], name=f"{tag}_to_channels_first",
-                             perm=TO_CHANNELS_FIRST)]
+    if block.pconv is None:
+        head = [helper.make_node("Transpose", [block.x], [x_first], name=f"{tag}_to_channels_first",
+                                 perm=TO_CHANNELS_FIRST)]
+    else:  # the partial convolution channels-first as well: one Transpose of its input, none around its Conv
+        head = _partial_conv_channels_first(*block.pconv, x_first, tag)
     if block.x_qdq is not None:
         head += _requantized(block.x_qdq, x_first, f"{x_first}_q", f"{x_first}_dq")
         x_first = f"{x_first}_dq"
@@ -238,6 +268,21 @@ def _rewrite(block: _Block, inits, graph, position: dict) -> dict[int, list]:
                 id(last.add): [helper.make_node("Transpose", [y_first], [last.add.output[0]],
                                                 name=f"{tag}_to_channels_last", perm=TO_CHANNELS_LAST)]})
     return new
+
+
+def _partial_conv_channels_first(split, conv, out: str, tag: str) -> list:
+    """Transpose(t) -> Split(channels) -> Conv on the first part -> Concat(channels), writing ``out``."""
+    t, head, rest, done = (f"{tag}_pconv_{part}" for part in ("input", "head", "rest", "conv"))
+
+    def attrs(node, **override):
+        return {**{a.name: helper.get_attribute_value(a) for a in node.attribute}, **override}
+
+    return [helper.make_node("Transpose", [split.input[0]], [t], name=f"{tag}_to_channels_first",
+                             perm=TO_CHANNELS_FIRST),
+            helper.make_node("Split", [t, *split.input[1:]], [head, rest], name=f"{tag}_pconv_split",
+                             **attrs(split, axis=1)),
+            helper.make_node("Conv", [head, *conv.input[1:]], [done], name=f"{tag}_pconv_conv", **attrs(conv)),
+            helper.make_node("Concat", [done, rest], [out], name=f"{tag}_pconv_concat", axis=1)]
 
 
 def _requantized(pair: tuple, source: str, quantized: str, out: str) -> list:

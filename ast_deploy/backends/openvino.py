@@ -37,7 +37,7 @@ from .onnxrt import model_size_multiple, shape_range_from_dims
 from .options import OpenVINOOptions
 
 INSTALL_HINT = "pip install 'ast-deploy[openvino]'"
-CHANNELS_FIRST_VERSION = 1  # part of the cached IR's name: bump when the rewrite changes
+CHANNELS_FIRST_VERSION = 2  # part of the cached IR's name: bump when the rewrite changes
 
 
 def import_openvino():
