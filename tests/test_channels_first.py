@@ -7,6 +7,7 @@ it within their tolerances.
 Subject: the demo model's exports as ``ast-export`` makes them (conftest's shared ``demo_onnx``,
 ``fp16`` and ``int8``); references: ONNX Runtime on the file as exported and PyTorch."""
 
+import functools
 import hashlib
 
 import numpy as np
@@ -26,6 +27,7 @@ def psnr(a, b):  # written out here, independently of ast_deploy.checks
     return float("inf") if mse == 0 else 10 * np.log10(1.0 / mse)
 
 
+@functools.cache
 def frfn_blocks() -> int:
     """How many FRFN modules the demo model has (from PyTorch, not from the graph)."""
     from ast_deploy.demo import build_demo_model

@@ -64,6 +64,11 @@ def inference_precision(export_precision: str, capabilities) -> str:
     return "f32"
 
 
+def _rewrite_tag(options: OpenVINOOptions) -> str:
+    """What the cached IR's name and the memory-cost key add for the graph rewrite (none without it)."""
+    return f"-cf{CHANNELS_FIRST_VERSION}" if options.channels_first_ffn else ""
+
+
 def _cache_folder(options: OpenVINOOptions) -> Path | None:
     if options.cache_dir == "":
         return None
@@ -106,8 +111,8 @@ class CompiledModelFromOnnx:
         """The OpenVINO model (the cached IR's path, or an ov.Model) and the ONNX's facts."""
         ir = None
         if folder is not None:
-            layout = f"-cf{CHANNELS_FIRST_VERSION}" if self.options.channels_first_ffn else ""
-            ir = folder / "ir" / f"{file_digest(self.path)}-{ov.__version__.split('-')[0]}{layout}.xml"
+            version = ov.__version__.split("-")[0]
+            ir = folder / "ir" / f"{file_digest(self.path)}-{version}{_rewrite_tag(self.options)}.xml"
             sidecar = ir.with_suffix(".json")
             if ir.is_file() and ir.with_suffix(".bin").is_file() and sidecar.is_file():
                 try:
@@ -187,8 +192,7 @@ class OpenVINOBackend(Backend):
         self.size_multiple, self.size_multiple_source = model_size_multiple(self.path, self.metadata, size_multiple)
         self.shape_range = shape_range_from_dims(facts["input_dims"], self.size_multiple)
         self.intra_op_threads = self.options.threads
-        layout = f"-cf{CHANNELS_FIRST_VERSION}" if self.options.channels_first_ffn else ""
-        self.settings_key = f"{self.inference_precision}-{self.options.mode}{layout}"
+        self.settings_key = f"{self.inference_precision}-{self.options.mode}{_rewrite_tag(self.options)}"
         self._idle: queue.SimpleQueue = queue.SimpleQueue()
 
     def _infer(self, batch: np.ndarray) -> np.ndarray:
